@@ -1,0 +1,317 @@
+#include "rtnq/quantize.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <numeric>
+
+#include "rtnq/error.hpp"
+#include "rtnq/output_file.hpp"
+#include "rtnq/rtn_kernel.hpp"
+
+namespace rtnq {
+namespace fs = std::filesystem;
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Code, scale and zero buffers, reused from layer to layer.
+struct LayerBuffers {
+  std::vector<std::byte> codes;
+  std::vector<std::byte> scales;
+  std::vector<std::byte> zeros;
+};
+
+// Quantizes one layer into buffers; throws Error naming the layer for
+// non-finite weights or scales that overflow the scale dtype.
+LayerResult quantize_layer(const LayerPlan& layer, const FormatOptions& options, LayerBuffers& buffers,
+                           int threads) {
+  const TensorInfo& info = *layer.source->info;
+  const RtnParams& params = options.params;
+  const uint64_t parameter_count = uint64_t(layer.out_features) * uint64_t(layer.n_groups);
+  buffers.codes.resize(info.element_count() * uint64_t(dtype_bits(code_dtype_for_bits(params.wbits)) / 8));
+  buffers.scales.resize(parameter_count * uint64_t(dtype_bits(options.scale_dtype) / 8));
+  buffers.zeros.resize(parameter_count * uint64_t(dtype_bits(zero_dtype_for_bits(params.wbits)) / 8));
+
+  WeightMatrix weight;
+  weight.data = layer.source->file->tensor_data(info);
+  weight.dtype = info.dtype;
+  weight.out_features = layer.out_features;
+  weight.in_features = layer.in_features;
+  weight.conv1d = layer.conv1d;
+  QuantizedBuffers out;
+  out.codes = buffers.codes.data();
+  out.stored_scales = buffers.scales.data();
+  out.scale_dtype = options.scale_dtype;
+  out.stored_zeros = buffers.zeros.data();
+
+  const Clock::time_point start = Clock::now();
+  const KernelResult kernel = quantize_matrix(weight, params, out, threads);
+  LayerResult result;
+  result.seconds = seconds_since(start);
+  result.weight_error = kernel.weight_error;
+
+  if (kernel.nonfinite_count > 0) {
+    throw Error(layer.layer + ": " + std::to_string(kernel.nonfinite_count) +
+                " weights are NaN or infinite, the first at row " + std::to_string(kernel.first_nonfinite_row) +
+                ", column " + std::to_string(kernel.first_nonfinite_column) + " of " + info.name +
+                "; such a layer cannot be quantized");
+  }
+  if (kernel.overflowed_scale_count > 0) {
+    throw Error(layer.layer + ": " + std::to_string(kernel.overflowed_scale_count) + " scales overflow " +
+                std::string(dtype_name(options.scale_dtype)) + "; pass --scale-dtype f32");
+  }
+  return result;
+}
+
+// Where the output files go while they are written.
+class OutputTarget {
+ public:
+  OutputTarget(const std::string& output, bool directory, bool overwrite)
+      : output_(output), directory_(directory), overwrite_(overwrite) {
+    remove_stale_partials(output);
+    if (!directory) return;
+    partial_folder_ = partial_path_for(output);
+    std::error_code error;
+    if (!fs::create_directory(partial_folder_, error)) {
+      throw Error(output + ": cannot create the output folder: " + error.message());
+    }
+  }
+
+  ~OutputTarget() {
+    if (!partial_folder_.empty() && !committed_) {
+      std::error_code ignored;
+      fs::remove_all(partial_folder_, ignored);
+    }
+  }
+
+  // The path a file of the output is written to, before commit.
+  std::string path_of(const std::string& file_name) const {
+    return directory_ ? (fs::path(partial_folder_) / file_name).string() : output_;
+  }
+  bool overwrite_files() const { return directory_ || overwrite_; }
+  const std::string& partial_folder() const { return partial_folder_; }
+
+  // Renames the finished folder into place (files are committed by the caller).
+  void commit() {
+    if (!directory_) return;
+    std::error_code error;
+    std::string replaced;
+    if (fs::exists(fs::symlink_status(output_))) {
+      if (!overwrite_) throw Error(output_ + ": output already exists; pass --force to replace it");
+      replaced = output_ + ".rtnq-replaced-" + std::to_string(::getpid());
+      fs::rename(output_, replaced, error);
+      if (error) throw Error(output_ + ": cannot move the old output aside: " + error.message());
+    }
+    fs::rename(partial_folder_, output_, error);
+    if (error) {
+      if (!replaced.empty()) fs::rename(replaced, output_, error);
+      throw Error(output_ + ": cannot rename the finished output into place: " + error.message());
+    }
+    committed_ = true;
+    if (!replaced.empty()) fs::remove_all(replaced, error);
+  }
+
+ private:
+  std::string output_;
+  bool directory_;
+  bool overwrite_;
+  std::string partial_folder_;
+  bool committed_ = false;
+};
+
+// The input position of an output tensor, so that the input is read in order.
+uint64_t input_position(const OutputTensorPlan& source, const QuantizationPlan& plan) {
+  if (source.source == TensorSource::copy) return source.input->info->begin;
+  return plan.layers[source.layer_index].source->info->begin;
+}
+
+void write_text_file(AtomicOutputFile& file, const std::string& text) {
+  file.write_at(text.data(), text.size(), 0);
+  file.resize(text.size());
+}
+
+// Copies the folder's other files (config, tokenizer, ...) and writes the
+// rewritten index and config.json into the partial output folder.
+void write_folder_files(const Checkpoint& checkpoint, const QuantizationPlan& plan, const OutputTarget& target,
+                        std::vector<std::unique_ptr<AtomicOutputFile>>& files) {
+  std::vector<std::string> shard_names;
+  for (const OutputFilePlan& file : plan.files) shard_names.push_back(file.file_name);
+
+  for (const auto& entry : fs::directory_iterator(checkpoint.path())) {
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_regular_file()) continue;
+    if (std::find(shard_names.begin(), shard_names.end(), name) != shard_names.end()) continue;
+    if (name == "model.safetensors.index.json" || name == "config.json") continue;
+    if (name.find(kPartialMarker) != std::string::npos) continue;
+    fs::copy_file(entry.path(), fs::path(target.partial_folder()) / name);
+  }
+
+  if (checkpoint.config()) {
+    nlohmann::ordered_json config = nlohmann::ordered_json::parse(
+        std::ifstream((fs::path(checkpoint.path()) / "config.json").string()));
+    config["quantization_config"] = nlohmann::ordered_json::parse(plan.quantization_config);
+    files.push_back(std::make_unique<AtomicOutputFile>(target.path_of("config.json"), true));
+    write_text_file(*files.back(), config.dump(2) + "\n");
+  }
+
+  if (checkpoint.index() || plan.files.size() > 1) {
+    nlohmann::ordered_json index = nlohmann::ordered_json::object();
+    if (checkpoint.index() && checkpoint.index()->contains("metadata")) {
+      index["metadata"] = nlohmann::ordered_json::parse((*checkpoint.index())["metadata"].dump());
+    } else {
+      index["metadata"] = nlohmann::ordered_json::object();
+    }
+    uint64_t total = 0;
+    nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
+    for (const OutputFilePlan& file : plan.files) {
+      for (const OutputTensor& tensor : file.layout.tensors) {
+        weight_map[tensor.name] = file.file_name;
+        total += tensor.byte_size;
+      }
+    }
+    index["metadata"]["total_size"] = total;
+    index["weight_map"] = weight_map;
+    files.push_back(std::make_unique<AtomicOutputFile>(target.path_of("model.safetensors.index.json"), true));
+    write_text_file(*files.back(), index.dump(2) + "\n");
+  }
+}
+
+}  // namespace
+
+std::string default_report_path(const std::string& output, bool directory_output) {
+  if (directory_output) return (fs::path(output) / "quantization_report.json").string();
+  return output + ".report.json";
+}
+
+void check_output_path(const Checkpoint& checkpoint, const std::string& output, bool overwrite) {
+  std::error_code error;
+  const fs::path input_path = fs::weakly_canonical(checkpoint.path(), error);
+  const fs::path output_path = fs::weakly_canonical(output, error);
+  if (output.empty()) throw Error("no output path given");
+  if (output_path == input_path) throw Error(output + ": output is the input; choose another output path");
+  for (const auto& file : checkpoint.files()) {
+    if (fs::exists(output) && fs::equivalent(file->path(), output, error)) {
+      throw Error(output + ": output is the input file " + file->path() + " under another name");
+    }
+  }
+  if (checkpoint.is_directory()) {
+    const std::string folder = input_path.string() + "/";
+    if (output_path.string().compare(0, folder.size(), folder) == 0) {
+      throw Error(output + ": output is inside the input folder " + checkpoint.path());
+    }
+  }
+  const fs::file_status status = fs::symlink_status(output, error);
+  if (fs::exists(status)) {
+    if (!overwrite) throw Error(output + ": output already exists; pass --force to replace it");
+    if (checkpoint.is_directory() && !fs::is_directory(status)) {
+      throw Error(output + ": exists and is not a folder; the input is a folder, so the output is one too");
+    }
+    if (!checkpoint.is_directory() && fs::is_directory(status)) {
+      throw Error(output + ": is a folder; the input is a file, so give the output file's name");
+    }
+  }
+  const fs::path parent = output_path.parent_path();
+  if (!parent.empty() && !fs::is_directory(parent, error)) {
+    throw Error(output + ": the folder " + parent.string() + " does not exist");
+  }
+}
+
+QuantizeOutcome quantize_checkpoint(const Checkpoint& checkpoint, const QuantizationPlan& plan,
+                                    const QuantizeOptions& options, const ProgressCallback& progress) {
+  const Clock::time_point start = Clock::now();
+  check_output_path(checkpoint, options.output, options.overwrite);
+  const bool directory = checkpoint.is_directory();
+
+  QuantizeOutcome outcome;
+  outcome.output_path = options.output;
+  outcome.report_path =
+      options.report_path.empty() ? default_report_path(options.output, directory) : options.report_path;
+  outcome.layers.resize(plan.layers.size());
+
+  OutputTarget target(options.output, directory, options.overwrite);
+  std::vector<std::unique_ptr<AtomicOutputFile>> files;
+  LayerBuffers buffers;
+  ProgressEvent event;
+  event.layers_total = plan.layers.size();
+  event.bytes_total = plan.input_bytes;
+
+  for (const OutputFilePlan& file_plan : plan.files) {
+    files.push_back(std::make_unique<AtomicOutputFile>(target.path_of(file_plan.file_name), target.overwrite_files()));
+    AtomicOutputFile& out = *files.back();
+    const SafetensorsFile& input = *file_plan.input_file;
+    out.write_at(file_plan.layout.header.data(), file_plan.layout.header.size(), 0);
+    event.bytes_done += input.data_offset();
+
+    // Visit output tensors in input order, so the input is read front to back.
+    std::vector<size_t> order(file_plan.sources.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      return input_position(file_plan.sources[a], plan) < input_position(file_plan.sources[b], plan);
+    });
+    std::vector<uint64_t> layer_offsets(3);
+    for (size_t k : order) {
+      const OutputTensorPlan& source = file_plan.sources[k];
+      const uint64_t offset = file_plan.layout.file_offsets[k];
+      if (source.source == TensorSource::copy) {
+        const TensorInfo& info = *source.input->info;
+        out.copy_from(input.mapping().fd(), input.data_offset() + info.begin, info.byte_size(), offset);
+        event.bytes_done += info.byte_size();
+        continue;
+      }
+      if (source.source != TensorSource::codes) continue;  // scales and zeros are written with the codes
+
+      const LayerPlan& layer = plan.layers[source.layer_index];
+      LayerResult& result = outcome.layers[source.layer_index];
+      result = quantize_layer(layer, options.format, buffers, options.threads);
+      for (size_t j = 0; j < file_plan.sources.size(); ++j) {
+        const OutputTensorPlan& other = file_plan.sources[j];
+        if (other.source == TensorSource::copy || other.layer_index != source.layer_index) continue;
+        const std::vector<std::byte>& bytes = other.source == TensorSource::codes    ? buffers.codes
+                                              : other.source == TensorSource::scales ? buffers.scales
+                                                                                     : buffers.zeros;
+        out.write_at(bytes.data(), bytes.size(), file_plan.layout.file_offsets[j]);
+      }
+      input.release(*layer.source->info);
+      event.bytes_done += layer.source->info->byte_size();
+      event.layers_done += 1;
+      event.layer = &layer;
+      event.result = &result;
+      event.elapsed_seconds = seconds_since(start);
+      if (progress) progress(event);
+    }
+    out.resize(file_plan.layout.file_bytes);
+  }
+
+  if (directory) write_folder_files(checkpoint, plan, target, files);
+
+  RunDescription run;
+  run.input_path = checkpoint.path();
+  run.output_path = options.output;
+  run.activations_path = options.activations_path;
+  run.options = options.format;
+  run.conv1d_keywords = effective_conv1d_keywords(checkpoint, options.format);
+  run.threads = options.threads;
+  run.wall_seconds = seconds_since(start);
+  outcome.report = build_report(plan, outcome.layers, run);
+
+  const bool report_inside = directory && options.report_path.empty();
+  const std::string report_file = report_inside ? target.path_of("quantization_report.json") : outcome.report_path;
+  auto report = std::make_unique<AtomicOutputFile>(report_file, report_inside || options.overwrite);
+  write_text_file(*report, outcome.report.dump(2) + "\n");
+
+  for (auto& file : files) file->commit();
+  report->commit();
+  target.commit();
+  return outcome;
+}
+
+}  // namespace rtnq
