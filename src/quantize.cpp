@@ -11,6 +11,7 @@
 
 #include "rtnq/error.hpp"
 #include "rtnq/output_file.hpp"
+#include "rtnq/output_folder.hpp"
 #include "rtnq/rtn_kernel.hpp"
 
 namespace rtnq {
@@ -72,62 +73,6 @@ LayerResult quantize_layer(const LayerPlan& layer, const FormatOptions& options,
   return result;
 }
 
-// Where the output files go while they are written.
-class OutputTarget {
- public:
-  OutputTarget(const std::string& output, bool directory, bool overwrite)
-      : output_(output), directory_(directory), overwrite_(overwrite) {
-    remove_stale_partials(output);
-    if (!directory) return;
-    partial_folder_ = partial_path_for(output);
-    std::error_code error;
-    if (!fs::create_directory(partial_folder_, error)) {
-      throw Error(output + ": cannot create the output folder: " + error.message());
-    }
-  }
-
-  ~OutputTarget() {
-    if (!partial_folder_.empty() && !committed_) {
-      std::error_code ignored;
-      fs::remove_all(partial_folder_, ignored);
-    }
-  }
-
-  // The path a file of the output is written to, before commit.
-  std::string path_of(const std::string& file_name) const {
-    return directory_ ? (fs::path(partial_folder_) / file_name).string() : output_;
-  }
-  bool overwrite_files() const { return directory_ || overwrite_; }
-  const std::string& partial_folder() const { return partial_folder_; }
-
-  // Renames the finished folder into place (files are committed by the caller).
-  void commit() {
-    if (!directory_) return;
-    std::error_code error;
-    std::string replaced;
-    if (fs::exists(fs::symlink_status(output_))) {
-      if (!overwrite_) throw Error(output_ + ": output already exists; pass --force to replace it");
-      replaced = output_ + ".rtnq-replaced-" + std::to_string(::getpid());
-      fs::rename(output_, replaced, error);
-      if (error) throw Error(output_ + ": cannot move the old output aside: " + error.message());
-    }
-    fs::rename(partial_folder_, output_, error);
-    if (error) {
-      if (!replaced.empty()) fs::rename(replaced, output_, error);
-      throw Error(output_ + ": cannot rename the finished output into place: " + error.message());
-    }
-    committed_ = true;
-    if (!replaced.empty()) fs::remove_all(replaced, error);
-  }
-
- private:
-  std::string output_;
-  bool directory_;
-  bool overwrite_;
-  std::string partial_folder_;
-  bool committed_ = false;
-};
-
 // The input position of an output tensor, so that the input is read in order.
 uint64_t input_position(const OutputTensorPlan& source, const QuantizationPlan& plan) {
   if (source.source == TensorSource::copy) return source.input->info->begin;
@@ -143,45 +88,24 @@ void write_text_file(AtomicOutputFile& file, const std::string& text) {
 // rewritten index and config.json into the partial output folder.
 void write_folder_files(const Checkpoint& checkpoint, const QuantizationPlan& plan, const OutputTarget& target,
                         std::vector<std::unique_ptr<AtomicOutputFile>>& files) {
-  std::vector<std::string> shard_names;
-  for (const OutputFilePlan& file : plan.files) shard_names.push_back(file.file_name);
-
-  for (const auto& entry : fs::directory_iterator(checkpoint.path())) {
-    const std::string name = entry.path().filename().string();
-    if (!entry.is_regular_file()) continue;
-    if (std::find(shard_names.begin(), shard_names.end(), name) != shard_names.end()) continue;
-    if (name == "model.safetensors.index.json" || name == "config.json") continue;
-    if (name.find(kPartialMarker) != std::string::npos) continue;
-    fs::copy_file(entry.path(), fs::path(target.partial_folder()) / name);
+  std::vector<std::string> excluded = {kShardIndexName, kConfigName};
+  std::vector<ShardContents> shards;
+  for (const OutputFilePlan& file : plan.files) {
+    excluded.push_back(file.file_name);
+    shards.push_back({file.file_name, &file.layout});
   }
+  copy_other_files(checkpoint.path(), target.partial_folder(), excluded);
 
   if (checkpoint.config()) {
-    nlohmann::ordered_json config = nlohmann::ordered_json::parse(
-        std::ifstream((fs::path(checkpoint.path()) / "config.json").string()));
-    config["quantization_config"] = nlohmann::ordered_json::parse(plan.quantization_config);
-    files.push_back(std::make_unique<AtomicOutputFile>(target.path_of("config.json"), true));
-    write_text_file(*files.back(), config.dump(2) + "\n");
+    const std::string config_path = (fs::path(checkpoint.path()) / kConfigName).string();
+    files.push_back(std::make_unique<AtomicOutputFile>(target.path_of(kConfigName), true));
+    write_text_file(*files.back(), rewritten_config_text(config_path, plan.quantization_config));
   }
 
   if (checkpoint.index() || plan.files.size() > 1) {
-    nlohmann::ordered_json index = nlohmann::ordered_json::object();
-    if (checkpoint.index() && checkpoint.index()->contains("metadata")) {
-      index["metadata"] = nlohmann::ordered_json::parse((*checkpoint.index())["metadata"].dump());
-    } else {
-      index["metadata"] = nlohmann::ordered_json::object();
-    }
-    uint64_t total = 0;
-    nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
-    for (const OutputFilePlan& file : plan.files) {
-      for (const OutputTensor& tensor : file.layout.tensors) {
-        weight_map[tensor.name] = file.file_name;
-        total += tensor.byte_size;
-      }
-    }
-    index["metadata"]["total_size"] = total;
-    index["weight_map"] = weight_map;
-    files.push_back(std::make_unique<AtomicOutputFile>(target.path_of("model.safetensors.index.json"), true));
-    write_text_file(*files.back(), index.dump(2) + "\n");
+    const nlohmann::json* input_index = checkpoint.index() ? &*checkpoint.index() : nullptr;
+    files.push_back(std::make_unique<AtomicOutputFile>(target.path_of(kShardIndexName), true));
+    write_text_file(*files.back(), shard_index_text(input_index, shards));
   }
 }
 
