@@ -17,9 +17,9 @@ constexpr const char* kShardIndexName = "model.safetensors.index.json";
 constexpr const char* kConfigName = "config.json";
 constexpr const char* kFolderReportName = "quantization_report.json";
 
-// Where the output files go while they are written: for a folder output, a
-// partial folder "DIR/.NAME.rtnq-partial-PID" beside the final one; for a
-// file output, the final path itself (the file is an AtomicOutputFile).
+// Where the output files go while they are written. A folder output is built
+// in a partial folder "DIR/.NAME.rtnq-partial-PID" beside the final one. A
+// file output is written to its final path, which AtomicOutputFile guards.
 class OutputTarget {
  public:
   // Removes stale partial outputs of earlier runs and, for a folder, creates
@@ -32,7 +32,8 @@ class OutputTarget {
 
   // The path a file of the output is written to, before commit.
   std::string path_of(const std::string& file_name) const;
-  // Files inside a partial folder may replace each other; a file output only with --force.
+  // True when an output file may replace an existing one: always inside a
+  // partial folder, and for a file output only with overwrite.
   bool overwrite_files() const { return directory_ || overwrite_; }
   const std::string& partial_folder() const { return partial_folder_; }
 
