@@ -54,6 +54,11 @@ void OutputTarget::commit() {
   if (!replaced.empty()) fs::remove_all(replaced, error);
 }
 
+std::string without_trailing_separators(std::string path) {
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  return path;
+}
+
 void copy_other_files(const std::string& input_folder, const std::string& output_folder,
                       const std::vector<std::string>& excluded) {
   std::error_code error;

@@ -50,6 +50,11 @@ class OutputTarget {
   bool committed_ = false;
 };
 
+// Returns path without trailing '/' characters ("out/" -> "out"), so that a
+// folder output named with one gets its partial folder beside it, not inside.
+// The root "/" stays as it is.
+std::string without_trailing_separators(std::string path);
+
 // One safetensors file of a folder output.
 struct ShardContents {
   std::string file_name;
