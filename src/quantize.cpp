@@ -10,6 +10,7 @@
 #include <numeric>
 
 #include "rtnq/error.hpp"
+#include "rtnq/output_error.hpp"
 #include "rtnq/output_file.hpp"
 #include "rtnq/output_folder.hpp"
 #include "rtnq/rtn_kernel.hpp"
@@ -161,6 +162,13 @@ QuantizeOutcome quantize_checkpoint(const Checkpoint& checkpoint, const Quantiza
       options.report_path.empty() ? default_report_path(options.output, directory) : options.report_path;
   outcome.layers.resize(plan.layers.size());
 
+  // Activations are checked against every layer before any output exists.
+  std::optional<ActivationSet> activations;
+  if (!options.activations_path.empty()) {
+    activations.emplace(options.activations_path);
+    activations->check_layers(plan.layers);
+  }
+
   OutputTarget target(options.output, directory, options.overwrite);
   std::vector<std::unique_ptr<AtomicOutputFile>> files;
   LayerBuffers buffers;
@@ -196,6 +204,10 @@ QuantizeOutcome quantize_checkpoint(const Checkpoint& checkpoint, const Quantiza
       const LayerPlan& layer = plan.layers[source.layer_index];
       LayerResult& result = outcome.layers[source.layer_index];
       result = quantize_layer(layer, options.format, buffers, options.threads);
+      if (activations) {
+        result.output_error = activations->output_error(layer, options.format, buffers.codes.data(),
+                                                        buffers.scales.data(), buffers.zeros.data(), options.threads);
+      }
       for (size_t j = 0; j < file_plan.sources.size(); ++j) {
         const OutputTensorPlan& other = file_plan.sources[j];
         if (other.source == TensorSource::copy || other.layer_index != source.layer_index) continue;

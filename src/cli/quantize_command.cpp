@@ -3,6 +3,7 @@
 #include "commands.hpp"
 #include "progress.hpp"
 #include "rtnq/checkpoint.hpp"
+#include "rtnq/output_folder.hpp"
 #include "rtnq/quantize.hpp"
 
 namespace rtnq::cli {
@@ -39,7 +40,7 @@ int run_quantize(const QuantizeArgs& args) {
 
   QuantizeOptions options;
   options.input = args.input;
-  options.output = args.output;
+  options.output = without_trailing_separators(args.output);
   options.report_path = args.report;
   options.format.params = args.params;
   options.format.rules = selection_rules_from(args.selection, options.format.conv1d_keywords_given);
@@ -52,7 +53,7 @@ int run_quantize(const QuantizeArgs& args) {
   const Checkpoint checkpoint(args.input);
   const QuantizationPlan plan = plan_quantization(checkpoint, options.format);
   if (args.dry_run) {
-    check_output_path(checkpoint, args.output, args.force);
+    check_output_path(checkpoint, options.output, args.force);
     print_dry_run(plan, args);
     return 0;
   }
@@ -125,7 +126,5 @@ CommandSetup add_quantize_command(CLI::App& app, QuantizeArgs& args) {
       "Exit status: 0 success, 1 input or runtime error, 2 usage error.");
   return {command, [&args] { return run_quantize(args); }};
 }
-
-std::vector<CommandSetup> add_extra_commands(CLI::App&) { return {}; }
 
 }  // namespace rtnq::cli
