@@ -75,8 +75,8 @@ json parse_strict_json(std::string_view text) {
   std::vector<std::set<std::string>> keys_per_object;
   auto callback = [&](int depth, json::parse_event_t event, json& parsed) -> bool {
     if (depth > kMaxJsonDepth) {
-      throw Error("header JSON is nested " + std::to_string(depth) + " levels deep; a safetensors header uses at most " +
-                  std::to_string(kMaxJsonDepth));
+      throw Error("header JSON is nested more than " + std::to_string(kMaxJsonDepth) +
+                  " levels deep, which no safetensors header needs");
     }
     switch (event) {
       case json::parse_event_t::object_start:
@@ -97,13 +97,19 @@ json parse_strict_json(std::string_view text) {
     }
     return true;
   };
+  // nlohmann's messages read "[json.exception.parse_error.101] parse error at line 1, column 2: ...";
+  // the bracketed id means nothing to a user.
+  auto without_id = [](const std::string& message) {
+    const size_t start = message.find("] ");
+    return start == std::string::npos ? message : message.substr(start + 2);
+  };
   try {
     return json::parse(text.begin(), text.end(), callback);
   } catch (const json::parse_error& error) {
-    // nlohmann's message reads "[json.exception.parse_error.101] parse error at line 1, column 2: ..."
-    std::string message = error.what();
-    const size_t start = message.find("] ");
-    throw Error("header is not valid JSON: " + (start == std::string::npos ? message : message.substr(start + 2)));
+    throw Error("header is not valid JSON: " + without_id(error.what()));
+  } catch (const json::out_of_range& error) {
+    // A number such as 1e400 is valid JSON but overflows a double.
+    throw Error("header has a number outside the range of a double: " + without_id(error.what()));
   }
 }
 
@@ -169,7 +175,8 @@ TensorInfo parse_tensor_entry(const std::string& name, const json& entry) {
     tensor.shape.push_back(static_cast<int64_t>(size));
   }
   const uint64_t bits = checked_multiply(elements, uint64_t(dtype_bits(tensor.dtype)),
-                                         label + ": shape " + shape.dump() + " is too large for its dtype");
+                                         label + ": shape " + shape.dump() + " of " + std::string(dtype_name(tensor.dtype)) +
+                                             " has a size in bits that overflows 64 bits");
   if (bits % 8 != 0) {
     throw Error(label + ": " + std::to_string(elements) + " elements of " + std::string(dtype_name(tensor.dtype)) +
                 " do not fill whole bytes");
@@ -196,6 +203,9 @@ Metadata parse_metadata(const json& value) {
   if (!value.is_object()) {
     throw Error("__metadata__ must be a JSON object of strings, found " + std::string(value.type_name()));
   }
+  if (value.contains("data_offsets")) {
+    throw Error("__metadata__ is described like a tensor, but the name is reserved for the metadata string map");
+  }
   Metadata metadata;
   for (const auto& item : value.items()) {
     if (!item.value().is_string()) {
@@ -219,16 +229,17 @@ void check_coverage(std::vector<TensorInfo>& tensors, uint64_t data_bytes) {
                   std::to_string(tensor.end) + ") overlaps tensor " + quote_name(previous->name) + " which ends at " +
                   std::to_string(expected));
     }
+    if (tensor.end > data_bytes) {
+      throw Error("tensor " + quote_name(tensor.name) + " ends past the end of the file: tensors need " +
+                  std::to_string(tensor.end) + " bytes of data but the data section has " +
+                  std::to_string(data_bytes) + " (truncated file?)");
+    }
     if (tensor.begin > expected) {
       throw Error("data section has a gap of " + std::to_string(tensor.begin - expected) + " bytes at offset " +
                   std::to_string(expected) + ", before tensor " + quote_name(tensor.name));
     }
     expected = tensor.end;
     previous = &tensor;
-  }
-  if (expected > data_bytes) {
-    throw Error("tensors need " + std::to_string(expected) + " bytes of data but the file has " +
-                std::to_string(data_bytes) + " (truncated file?)");
   }
   if (expected < data_bytes) {
     throw Error("data section has " + std::to_string(data_bytes - expected) +
@@ -265,32 +276,34 @@ SafetensorsHeader parse_safetensors_header(std::string_view text, uint64_t data_
   return header;
 }
 
+SafetensorsHeader parse_safetensors_bytes(const std::byte* bytes, uint64_t file_bytes, uint64_t& data_offset) {
+  static constexpr char kLfsPrefix[] = "version https://git-lfs";
+  if (file_bytes >= sizeof kLfsPrefix - 1 && std::memcmp(bytes, kLfsPrefix, sizeof kLfsPrefix - 1) == 0) {
+    throw Error("this is a Git LFS pointer file, not the checkpoint; fetch the real file with 'git lfs pull'");
+  }
+  if (file_bytes < 8) {
+    throw Error("file is " + std::to_string(file_bytes) +
+                " bytes long, too short for the 8-byte header length of a safetensors file");
+  }
+  uint64_t header_bytes = 0;
+  for (int i = 7; i >= 0; --i) header_bytes = (header_bytes << 8) | std::to_integer<uint64_t>(bytes[i]);
+  if (header_bytes == 0) throw Error("header length is 0; a safetensors header is at least \"{}\"");
+  if (header_bytes > kMaxHeaderBytes) {
+    throw Error("header length " + std::to_string(header_bytes) + " exceeds the limit of " +
+                std::to_string(kMaxHeaderBytes) + " bytes");
+  }
+  if (header_bytes > file_bytes - 8) {
+    throw Error("header length " + std::to_string(header_bytes) + " is more than the " +
+                std::to_string(file_bytes - 8) + " bytes that follow it (truncated file?)");
+  }
+  data_offset = 8 + header_bytes;
+  std::string_view text(reinterpret_cast<const char*>(bytes + 8), header_bytes);
+  return parse_safetensors_header(text, file_bytes - data_offset);
+}
+
 SafetensorsFile::SafetensorsFile(const std::string& path) : mapping_(path) {
-  const uint64_t file_bytes = mapping_.size();
-  const std::byte* bytes = mapping_.data();
   try {
-    static constexpr char kLfsPrefix[] = "version https://git-lfs";
-    if (file_bytes >= sizeof kLfsPrefix - 1 && std::memcmp(bytes, kLfsPrefix, sizeof kLfsPrefix - 1) == 0) {
-      throw Error("this is a Git LFS pointer file, not the checkpoint; fetch the real file with 'git lfs pull'");
-    }
-    if (file_bytes < 8) {
-      throw Error("file is " + std::to_string(file_bytes) +
-                  " bytes long, too short for the 8-byte header length of a safetensors file");
-    }
-    uint64_t header_bytes = 0;
-    for (int i = 7; i >= 0; --i) header_bytes = (header_bytes << 8) | std::to_integer<uint64_t>(bytes[i]);
-    if (header_bytes == 0) throw Error("header length is 0; a safetensors header is at least \"{}\"");
-    if (header_bytes > kMaxHeaderBytes) {
-      throw Error("header length " + std::to_string(header_bytes) + " exceeds the limit of " +
-                  std::to_string(kMaxHeaderBytes) + " bytes");
-    }
-    if (header_bytes > file_bytes - 8) {
-      throw Error("header length " + std::to_string(header_bytes) + " is more than the " +
-                  std::to_string(file_bytes - 8) + " bytes that follow it (truncated file?)");
-    }
-    data_offset_ = 8 + header_bytes;
-    std::string_view text(reinterpret_cast<const char*>(bytes + 8), header_bytes);
-    header_ = parse_safetensors_header(text, file_bytes - data_offset_);
+    header_ = parse_safetensors_bytes(mapping_.data(), mapping_.size(), data_offset_);
   } catch (const Error& error) {
     throw Error(path + ": " + error.what());
   }

@@ -33,7 +33,7 @@ std::string entry(const std::string& name, const std::string& dtype, const std::
 }
 
 struct MalformedCase {
-  const char* reason;  // why the row is in the table
+  std::string reason;  // why the row is in the table
   std::string header;
   std::string data;
   std::vector<std::string> expected_words;

@@ -263,10 +263,10 @@ TEST_CASE("num_layers above survivors fails") {
 
 TEST_CASE("natural_less orders digit runs") {
   struct Pair {
-    const char* a;
-    const char* b;
+    std::string a;
+    std::string b;
     bool a_first;  // expected natural_less(a, b)
-    const char* reason;
+    std::string reason;
   };
   const std::vector<Pair> pairs = {
       {"layers.2", "layers.10", true, "2 < 10 as numbers"},

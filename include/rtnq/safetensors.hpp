@@ -43,6 +43,12 @@ struct SafetensorsHeader {
 // so callers prefix the path.
 SafetensorsHeader parse_safetensors_header(std::string_view json, uint64_t data_bytes);
 
+// Validates a whole safetensors file held in file_bytes bytes: the 8-byte
+// header length, the header, and that the tensors cover the data section
+// exactly. Sets data_offset to 8 + header length. Throws Error like
+// parse_safetensors_header; a Git LFS pointer file gets its own message.
+SafetensorsHeader parse_safetensors_bytes(const std::byte* bytes, uint64_t file_bytes, uint64_t& data_offset);
+
 // A safetensors file mapped read-only and validated.
 class SafetensorsFile {
  public:
