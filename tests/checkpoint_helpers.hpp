@@ -156,8 +156,8 @@ inline double rounded_to(double value, DType dtype) {
 
 // The yardstick's view of one quantized matrix [out, in]: its codes, the
 // scales and zeros as stored (rounded to scale_dtype and zero_dtype), and the
-// dequantized values (code - zero) * scale in float32, the arithmetic SPEC
-// prescribes for wbits <= 16.
+// dequantized values (code - zero) * scale in float32, the arithmetic that
+// rtnq uses for wbits <= 16.
 struct ExpectedLayer {
   rtnq_test::YardstickResult computed;
   std::vector<double> stored_scales;

@@ -180,7 +180,7 @@ TEST_CASE("shard listed in index but missing") {
 }
 
 TEST_CASE("tensor in two shards") {
-  // A fourth shard, listed in the index for a tensor of its own, also holds
+  // A fourth shard, listed in the index for a tensor of its own, also contains
   // the bias that shard 1 has.
   TempDir dir;
   const fs::path broken = copy_of_fixture(dir, "broken");
@@ -208,7 +208,7 @@ TEST_CASE("index puts tensor in wrong shard") {
 }
 
 TEST_CASE("shard missing from index") {
-  // A shard on disk holds a tensor the index does not list.
+  // A shard on disk contains a tensor the index does not list.
   TempDir dir;
   const fs::path broken = copy_of_fixture(dir, "broken");
   rewrite_weight_map(broken, [](ordered_json& weight_map) { weight_map.erase("model.norm.weight"); });

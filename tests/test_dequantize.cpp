@@ -1,0 +1,269 @@
+// rtnq dequantize: the rebuilt weights equal the scalar yardstick's
+// (code - zero) * scale, as a file and as a folder, and checkpoints that
+// rtnq did not write are rejected.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "checkpoint_helpers.hpp"
+#include "rtnq/safetensors.hpp"
+#include "test_support.hpp"
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using ordered_json = nlohmann::ordered_json;
+using rtnq::DType;
+using rtnq::SafetensorsFile;
+using rtnq::TensorInfo;
+using rtnq::test::read_file;
+using rtnq::test::run_rtnq;
+using rtnq::test::shell_quote;
+using rtnq::test::TempDir;
+
+namespace {
+
+const fs::path kSample = fs::path(RTNQ_SOURCE_DIR) / "testdata/sample/model.safetensors";
+const fs::path kSharded = fs::path(RTNQ_SOURCE_DIR) / "testdata/sharded";
+const std::vector<std::string> kShards = {"model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
+                                          "model-00003-of-00003.safetensors"};
+
+std::set<std::string> folder_entries(const fs::path& folder) {
+  std::set<std::string> names;
+  for (const auto& entry : fs::directory_iterator(folder)) names.insert(entry.path().filename().string());
+  return names;
+}
+
+bool is_one_error_line(const std::string& text) {
+  return text.rfind("rtnq: error: ", 0) == 0 && text.back() == '\n' &&
+         std::count(text.begin(), text.end(), '\n') == 1;
+}
+
+// The 2-D *.weight tensors that the default rules quantize in the fixtures.
+bool is_quantized_weight(const TensorInfo& tensor) {
+  return tensor.shape.size() == 2 && tensor.name != "model.embed_tokens.weight" && tensor.name != "lm_head.weight";
+}
+
+// A quantize and dequantize round trip and the dtypes it stores.
+struct RoundTrip {
+  std::string quantize_arguments;
+  rtnq::RtnParams params;
+  DType scale_dtype;
+  std::string output_dtype;  // --dtype of rtnq dequantize
+  DType rebuilt_dtype;
+};
+
+rtnq::RtnParams params_of(int wbits, int64_t groupsize, bool sym) {
+  rtnq::RtnParams params;
+  params.wbits = wbits;
+  params.groupsize = groupsize;
+  params.sym = sym;
+  return params;
+}
+
+const std::vector<RoundTrip> kRoundTrips = {
+    {"", params_of(4, -1, false), DType::F16, "f32", DType::F32},
+    {"--groupsize 32", params_of(4, 32, false), DType::F16, "f32", DType::F32},
+    {"--wbits 3 --groupsize 16 --sym --scale-dtype bf16", params_of(3, 16, true), DType::BF16, "f32", DType::F32},
+    {"--wbits 8 --groupsize 32 --scale-dtype f32", params_of(8, 32, false), DType::F32, "f32", DType::F32},
+    {"--groupsize 32", params_of(4, 32, false), DType::F16, "bf16", DType::BF16},
+    {"--groupsize 32", params_of(4, 32, false), DType::F16, "f16", DType::F16},
+    {"--wbits 2", params_of(2, -1, false), DType::F16, "bf16", DType::BF16},
+};
+
+// Checks a dequantized file against its input file. The tensor names must
+// be the same. Each quantized weight must be rebuilt in round.rebuilt_dtype
+// with the yardstick's values rounded to that dtype, and every other tensor
+// copied byte for byte. Returns how many weights were rebuilt.
+size_t check_rebuilt_file(const SafetensorsFile& input, const SafetensorsFile& rebuilt, const RoundTrip& round) {
+  const auto rebuilt_tensors = rtnq::test::tensors_by_name(rebuilt);
+  std::set<std::string> input_names;
+  for (const TensorInfo& tensor : input.tensors()) input_names.insert(tensor.name);
+  std::set<std::string> rebuilt_names;
+  for (const auto& item : rebuilt_tensors) rebuilt_names.insert(item.first);
+  CHECK(rebuilt_names == input_names);
+
+  size_t rebuilt_count = 0;
+  for (const TensorInfo& tensor : input.tensors()) {
+    CAPTURE(tensor.name);
+    REQUIRE(rebuilt_tensors.count(tensor.name) == 1);
+    const TensorInfo& output = *rebuilt_tensors.at(tensor.name);
+    CHECK(output.shape == tensor.shape);
+    if (!is_quantized_weight(tensor)) {
+      CHECK(output.dtype == tensor.dtype);
+      CHECK(rtnq::test::tensor_bytes(rebuilt, output) == rtnq::test::tensor_bytes(input, tensor));
+      continue;
+    }
+
+    rebuilt_count += 1;
+    CHECK(output.dtype == round.rebuilt_dtype);
+    const int64_t out = tensor.shape[0];
+    const int64_t in = tensor.shape[1];
+    const rtnq::test::ExpectedLayer expected = rtnq::test::expected_layer(
+        rtnq::test::float_values(input, tensor), out, in, round.params, round.scale_dtype, DType::F16);
+    const std::vector<double> actual = rtnq::test::float_values(rebuilt, output);
+    REQUIRE(actual.size() == expected.dequantized.size());
+    size_t mismatches = 0;
+    for (size_t i = 0; i < actual.size(); ++i) {
+      if (actual[i] != rtnq::test::rounded_to(expected.dequantized[i], round.rebuilt_dtype)) mismatches += 1;
+    }
+    CHECK(mismatches == 0);
+  }
+  return rebuilt_count;
+}
+
+}  // namespace
+
+TEST_CASE("dequantize file matches yardstick") {
+  const SafetensorsFile input(kSample.string());
+  for (const RoundTrip& round : kRoundTrips) {
+    CAPTURE(round.quantize_arguments);
+    CAPTURE(round.output_dtype);
+    TempDir dir;
+    const std::string quantized = dir / "q.safetensors";
+    const std::string rebuilt_path = dir / "dq.safetensors";
+    const auto quantize = run_rtnq("quantize " + shell_quote(kSample.string()) + " -o " + shell_quote(quantized) +
+                                   " " + round.quantize_arguments + " --quiet");
+    CAPTURE(quantize.err);
+    REQUIRE(quantize.exit_status == 0);
+
+    const auto dequantize = run_rtnq("dequantize " + shell_quote(quantized) + " -o " + shell_quote(rebuilt_path) +
+                                     " --dtype " + round.output_dtype + " --quiet");
+    CAPTURE(dequantize.err);
+    REQUIRE(dequantize.exit_status == 0);
+    CHECK(dequantize.err.empty());
+
+    const SafetensorsFile rebuilt(rebuilt_path);
+    CHECK(check_rebuilt_file(input, rebuilt, round) == 14);
+
+    // The metadata keeps the input's entries but no quantization_config.
+    CHECK(rtnq::test::metadata_value(rebuilt, "format") == "pt");
+    for (const auto& entry : rebuilt.header().metadata) CHECK(entry.first != "quantization_config");
+  }
+}
+
+TEST_CASE("dequantize folder matches yardstick") {
+  // The sharded fixture mixes F16 and F32 weights, and layer 1's down_proj
+  // has its weight in shard 2 and its bias in shard 3.
+  const std::vector<RoundTrip> rounds = {kRoundTrips[1], kRoundTrips[5]};
+  for (const RoundTrip& round : rounds) {
+    CAPTURE(round.output_dtype);
+    TempDir dir;
+    const fs::path quantized = dir.path() / "q";
+    const fs::path rebuilt = dir.path() / "dq";
+    const auto quantize = run_rtnq("quantize " + shell_quote(kSharded.string()) + " -o " +
+                                   shell_quote(quantized.string()) + " " + round.quantize_arguments + " --quiet");
+    CAPTURE(quantize.err);
+    REQUIRE(quantize.exit_status == 0);
+    const auto dequantize = run_rtnq("dequantize " + shell_quote(quantized.string()) + " -o " +
+                                     shell_quote(rebuilt.string()) + " --dtype " + round.output_dtype + " --quiet");
+    CAPTURE(dequantize.err);
+    REQUIRE(dequantize.exit_status == 0);
+
+    // The input's files come back; the quantization report is left out.
+    CHECK(folder_entries(rebuilt) == folder_entries(kSharded));
+    size_t rebuilt_count = 0;
+    for (const std::string& shard : kShards) {
+      CAPTURE(shard);
+      const SafetensorsFile input((kSharded / shard).string());
+      const SafetensorsFile output((rebuilt / shard).string());
+      rebuilt_count += check_rebuilt_file(input, output, round);
+    }
+    CHECK(rebuilt_count == 14);
+
+    // The index lists the input's tensor names in the input's shards, and
+    // total_size is the sum of the rebuilt tensors' bytes.
+    const json input_index = json::parse(read_file(kSharded / "model.safetensors.index.json"));
+    const json index = json::parse(read_file(rebuilt / "model.safetensors.index.json"));
+    CHECK(index["weight_map"] == input_index["weight_map"]);
+    uint64_t tensor_bytes = 0;
+    for (const std::string& shard : kShards) {
+      const SafetensorsFile output((rebuilt / shard).string());
+      for (const TensorInfo& tensor : output.tensors()) tensor_bytes += tensor.byte_size();
+    }
+    CHECK(index["metadata"]["total_size"] == tensor_bytes);
+
+    // config.json is the input's again, without quantization_config.
+    CHECK(ordered_json::parse(read_file(rebuilt / "config.json")) ==
+          ordered_json::parse(read_file(kSharded / "config.json")));
+    CHECK(read_file(rebuilt / "tokenizer.json") == read_file(kSharded / "tokenizer.json"));
+    CHECK(read_file(rebuilt / "README.md") == read_file(kSharded / "README.md"));
+  }
+}
+
+TEST_CASE("dequantize rejects plain checkpoint") {
+  TempDir dir;
+  const std::string output = dir / "dq.safetensors";
+  const auto result = run_rtnq("dequantize " + shell_quote(kSample.string()) + " -o " + shell_quote(output));
+  CAPTURE(result.err);
+  CHECK(result.exit_status == 1);
+  CHECK(is_one_error_line(result.err));
+  CHECK(result.err.find(kSample.string()) != std::string::npos);
+  CHECK(result.err.find("quantization_config") != std::string::npos);
+  CHECK(folder_entries(dir.path()).empty());
+}
+
+TEST_CASE("dequantize rejects plain folder") {
+  TempDir dir;
+  const auto result =
+      run_rtnq("dequantize " + shell_quote(kSharded.string()) + " -o " + shell_quote(dir / "dq"));
+  CAPTURE(result.err);
+  CHECK(result.exit_status == 1);
+  CHECK(is_one_error_line(result.err));
+  CHECK(result.err.find(kShards[0]) != std::string::npos);
+  CHECK(folder_entries(dir.path()).empty());
+}
+
+TEST_CASE("dequantize rejects other producers") {
+  // Files whose quantization_config another tool wrote, or rtnq wrote for
+  // another format, have codes rtnq cannot read.
+  const std::vector<std::pair<std::string, std::string>> configs = {
+      {"another method",
+       R"({"quant_method": "gptq", "format": "native", "producer": "rtnq 0.1.0", "wbits": 4, "groupsize": -1})"},
+      {"another producer",
+       R"({"quant_method": "rtn", "format": "native", "producer": "onecomp 1.0", "wbits": 4, "groupsize": -1})"},
+      {"another format",
+       R"({"quant_method": "rtn", "format": "gguf", "producer": "rtnq 0.1.0", "wbits": 4, "groupsize": -1})"},
+      {"not JSON", "rtn 4 bit"},
+  };
+  for (const auto& [reason, config] : configs) {
+    CAPTURE(reason);
+    TempDir dir;
+    const fs::path input = dir.path() / "input.safetensors";
+    rtnq::test::write_float_checkpoint(input, {{"layer.weight", DType::F32, {2, 2}, {0.5, -0.5, 0.25, 1.0}}},
+                                       {{"quantization_config", config}});
+    const std::string output = dir / "dq.safetensors";
+    const auto result = run_rtnq("dequantize " + shell_quote(input.string()) + " -o " + shell_quote(output));
+    CAPTURE(result.err);
+    CHECK(result.exit_status == 1);
+    CHECK(is_one_error_line(result.err));
+    CHECK(result.err.find(input.string()) != std::string::npos);
+    CHECK(folder_entries(dir.path()) == std::set<std::string>{"input.safetensors"});
+  }
+}
+
+TEST_CASE("dequantize keeps existing output") {
+  TempDir dir;
+  const std::string quantized = dir / "q.safetensors";
+  const std::string output = dir / "dq.safetensors";
+  REQUIRE(run_rtnq("quantize " + shell_quote(kSample.string()) + " -o " + shell_quote(quantized) + " --quiet")
+              .exit_status == 0);
+  rtnq::test::write_file(output, "keep me");
+  const auto rejected = run_rtnq("dequantize " + shell_quote(quantized) + " -o " + shell_quote(output));
+  CAPTURE(rejected.err);
+  CHECK(rejected.exit_status == 1);
+  CHECK(rejected.err.find("--force") != std::string::npos);
+  CHECK(read_file(output) == "keep me");
+
+  const auto forced = run_rtnq("dequantize " + shell_quote(quantized) + " -o " + shell_quote(output) + " --force --quiet");
+  CAPTURE(forced.err);
+  CHECK(forced.exit_status == 0);
+  const SafetensorsFile rebuilt(output);
+  CHECK(rebuilt.tensors().size() == SafetensorsFile(kSample.string()).tensors().size());
+}
