@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <vector>
@@ -151,7 +152,7 @@ std::string order_text(ReportSort sort, const std::string& error_kind) {
     case ReportSort::error:
       break;
   }
-  return "largest relative " + error_kind + " error first";
+  return "largest relative " + error_kind + " first";
 }
 
 std::string shown_text(size_t shown, size_t total, ReportSort sort, const std::string& error_kind) {
@@ -170,9 +171,16 @@ size_t name_width(const std::vector<std::string>& names, size_t other_columns) {
   return std::min(longest, available);
 }
 
-// "  label           text", cut to the view's width.
+constexpr size_t kSummaryLabelWidth = 16;
+
+// "  label           text". The caller keeps text within the view's width.
 std::string summary_line(const std::string& label, const std::string& text) {
-  return fitted("  " + padded(label, 16) + text, kReportViewColumns) + "\n";
+  return "  " + padded(label, kSummaryLabelWidth) + text + "\n";
+}
+
+// "N thing" or "N things".
+std::string counted(const std::string& count, const std::string& thing) {
+  return count + " " + thing + (count == "1" ? "" : "s");
 }
 
 std::string worst_layer_name(const json& summary) {
@@ -186,9 +194,9 @@ std::string summary_text(const json& report) {
   const json& summary = report["summary"];
   std::string text = "summary\n";
   text += summary_line("layers", integer_text(summary, "layers_quantized") + " quantized, " +
-                                     integer_text(summary, "tensors_copied") + " tensors copied (" +
-                                     integer_text(summary, "layers_skipped_indivisible") +
-                                     " layers skipped as indivisible)");
+                                     counted(integer_text(summary, "tensors_copied"), "tensor") + " copied, " +
+                                     counted(integer_text(summary, "layers_skipped_indivisible"), "layer") +
+                                     " skipped as indivisible");
   text += summary_line("parameters", integer_text(summary, "parameters_quantized") + " of " +
                                          integer_text(summary, "parameters_total") + " quantized");
   text += summary_line("bytes", integer_text(summary, "input_bytes") + " -> " + integer_text(summary, "output_bytes") +
@@ -197,12 +205,16 @@ std::string summary_text(const json& report) {
   text += summary_line("wall time", format_scientific(number_at(summary, "wall_time")) + " s, " +
                                         format_scientific(number_at(summary, "input_bytes_per_second")) +
                                         " input bytes/s");
-  std::string worst = format_scientific(number_at(summary, "worst_relative_weight_squared_error"));
+  std::string weight_error = "mean " + format_scientific(number_at(summary, "mean_relative_weight_squared_error")) +
+                             ", worst " + format_scientific(number_at(summary, "worst_relative_weight_squared_error"));
   const std::string worst_name = worst_layer_name(summary);
-  if (!worst_name.empty()) worst += " in " + worst_name;
-  text += summary_line("weight error",
-                       "mean " + format_scientific(number_at(summary, "mean_relative_weight_squared_error")) +
-                           ", worst " + worst);
+  if (!worst_name.empty()) {
+    // The name gets the rest of the line; a long one keeps its last components.
+    weight_error += " in ";
+    const size_t used = 2 + kSummaryLabelWidth + weight_error.size();
+    weight_error += fitted(worst_name, kReportViewColumns > used + 10 ? kReportViewColumns - used : 10);
+  }
+  text += summary_line("weight error", weight_error);
   if (number_at(summary, "mean_relative_output_squared_error")) {
     text += summary_line("output error",
                          "mean " + format_scientific(number_at(summary, "mean_relative_output_squared_error")) +
@@ -221,6 +233,8 @@ const json* find_layer(const json& report, const std::string& name) {
 }  // namespace
 
 json read_report_file(const std::string& path) {
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(path, error)) throw Error(path + ": report not found");
   std::ifstream stream(path, std::ios::binary);
   if (!stream) throw Error(path + ": cannot open the report");
   json report;
@@ -266,9 +280,9 @@ std::string format_report(const json& report, const ReportViewOptions& options) 
   const size_t width = name_width(names, other_columns);
 
   std::string text;
-  text += fitted("input     " + string_at(report, "input"), kReportViewColumns) + "\n";
-  text += fitted("output    " + string_at(report, "output"), kReportViewColumns) + "\n";
-  text += "settings  " + settings_text(report) + "\n";
+  text += fitted("input       " + string_at(report, "input"), kReportViewColumns) + "\n";
+  text += fitted("output      " + string_at(report, "output"), kReportViewColumns) + "\n";
+  text += "settings    " + settings_text(report) + "\n";
   if (with_output) text += fitted("activations " + string_at(report, "activations"), kReportViewColumns) + "\n";
   text += "errors are relative squared errors, sum (W - W^)^2 / sum W^2 and the same for W X^T\n\n";
 
@@ -289,7 +303,7 @@ std::string format_report(const json& report, const ReportViewOptions& options) 
     line += "  " + right_aligned(format_scientific(row.seconds), kNumberWidth);
     text += line + "\n";
   }
-  text += shown_text(shown, rows.size(), options.sort, with_output ? "output" : "weight") + "\n";
+  text += shown_text(shown, rows.size(), options.sort, with_output ? "output error" : "weight error") + "\n";
   text += summary_text(report);
   return text;
 }
@@ -357,7 +371,7 @@ std::string format_report_comparison(const json& first, const json& second, cons
     }
     text += line + "\n";
   }
-  text += shown_text(shown, names.size(), options.sort, with_output ? "output (A)" : "weight (A)") + "\n";
+  text += shown_text(shown, names.size(), options.sort, with_output ? "output error of A" : "weight error of A") + "\n";
 
   // The summaries, one row per measure.
   const json& first_summary = first["summary"];

@@ -49,9 +49,14 @@ CommandSetup add_report_command(CLI::App& app) {
       "report", "Show a quantization report as a table, or two reports side by side with their error ratios");
   command->add_option("REPORT", args->reports, "The JSON report of rtnq quantize; give two to compare them (A B)")
       ->required()
-      ->expected(1, 2)
-      ->check(CLI::ExistingFile);
+      ->expected(1, 2);
   command->add_option("--top", args->top, "Show only the first N layers of the sorted table; 0 shows all")
+      ->check(CLI::Validator(
+          [](std::string& value) {
+            // size_t parsing would wrap "-1" around to a huge count.
+            return value.find('-') == std::string::npos ? std::string() : "must be 0 or more, not " + value;
+          },
+          ""))
       ->capture_default_str();
   command->add_option("--sort", args->sort,
                       "Row order: error (largest relative error first; by A's error when comparing), "
