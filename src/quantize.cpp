@@ -117,6 +117,20 @@ std::string default_report_path(const std::string& output, bool directory_output
   return output + ".report.json";
 }
 
+namespace {
+
+// True if path is folder or lies below it. Both must be canonical.
+bool is_same_or_inside(const fs::path& path, const fs::path& folder) {
+  auto path_part = path.begin();
+  for (const fs::path& folder_part : folder) {
+    if (path_part == path.end() || *path_part != folder_part) return false;
+    ++path_part;
+  }
+  return true;
+}
+
+}  // namespace
+
 void check_output_path(const Checkpoint& checkpoint, const std::string& output, bool overwrite) {
   std::error_code error;
   const fs::path input_path = fs::weakly_canonical(checkpoint.path(), error);
@@ -134,6 +148,13 @@ void check_output_path(const Checkpoint& checkpoint, const std::string& output, 
       throw Error(output + ": output is inside the input folder " + checkpoint.path());
     }
   }
+  // With --force an existing output is removed, so an output folder that
+  // contains an input file would delete the input.
+  for (const auto& file : checkpoint.files()) {
+    if (is_same_or_inside(fs::weakly_canonical(file->path(), error), output_path)) {
+      throw Error(output + ": output contains the input " + checkpoint.path() + "; choose another output path");
+    }
+  }
   const fs::file_status status = fs::symlink_status(output, error);
   if (fs::exists(status)) {
     if (!overwrite) throw Error(output + ": output already exists; pass --force to replace it");
@@ -146,7 +167,25 @@ void check_output_path(const Checkpoint& checkpoint, const std::string& output, 
   }
   const fs::path parent = output_path.parent_path();
   if (!parent.empty() && !fs::is_directory(parent, error)) {
+    if (fs::exists(parent, error)) throw Error(output + ": " + parent.string() + " is not a folder");
     throw Error(output + ": the folder " + parent.string() + " does not exist");
+  }
+}
+
+void check_report_path(const Checkpoint& checkpoint, const std::string& report, const std::string& output) {
+  std::error_code error;
+  const fs::path report_path = fs::weakly_canonical(report, error);
+  for (const auto& file : checkpoint.files()) {
+    const bool same_file = fs::exists(report) && fs::equivalent(file->path(), report, error);
+    if (same_file || report_path == fs::weakly_canonical(file->path(), error)) {
+      throw Error(report + ": report is the input file " + file->path() + "; choose another report path");
+    }
+  }
+  if (checkpoint.is_directory() && is_same_or_inside(report_path, fs::weakly_canonical(checkpoint.path(), error))) {
+    throw Error(report + ": report is inside the input folder " + checkpoint.path());
+  }
+  if (report_path == fs::weakly_canonical(output, error)) {
+    throw Error(report + ": report would replace the output; choose another report path");
   }
 }
 
@@ -160,6 +199,7 @@ QuantizeOutcome quantize_checkpoint(const Checkpoint& checkpoint, const Quantiza
   outcome.output_path = options.output;
   outcome.report_path =
       options.report_path.empty() ? default_report_path(options.output, directory) : options.report_path;
+  check_report_path(checkpoint, outcome.report_path, options.output);
   outcome.layers.resize(plan.layers.size());
 
   // Activations are checked against every layer before any output exists.

@@ -46,9 +46,14 @@ struct QuantizeOutcome {
 // output, OUTPUT/quantization_report.json inside a folder output.
 std::string default_report_path(const std::string& output, bool directory_output);
 
-// Throws Error if output is the input, the same file by another name, or
-// inside the input folder, or if it exists and overwrite is false.
+// Throws Error if output is the input, the same file by another name,
+// inside the input folder or a folder that contains an input file, or if it
+// exists and overwrite is false.
 void check_output_path(const Checkpoint& checkpoint, const std::string& output, bool overwrite);
+
+// Throws Error if the report file would be an input file (under any name),
+// inside the input folder, or the output itself.
+void check_report_path(const Checkpoint& checkpoint, const std::string& report, const std::string& output);
 
 // Quantizes the checkpoint as planned and writes the output and the report.
 // Nothing appears under the output names unless the whole run succeeds.
