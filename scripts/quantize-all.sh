@@ -153,7 +153,7 @@ for index in "${!inputs[@]}"; do
   "$rtnq" quantize "$input" -o "$output" ${rtnq_options[@]+"${rtnq_options[@]}"} 2>&1 >&3 | tee "$log" >&2
   status=${PIPESTATUS[0]}
   end=$(date +%s%N)
-  seconds+=("$(awk -v ns=$((end - start)) 'BEGIN { printf "%.1f", ns / 1e9 }')")
+  seconds+=("$(awk -v ns=$((end - start)) 'BEGIN { printf "%.2f", ns / 1e9 }')")
   if ((status == 0)); then
     statuses+=(done)
   else
