@@ -371,7 +371,21 @@ std::string format_report_comparison(const json& first, const json& second, cons
     }
     text += line + "\n";
   }
-  text += shown_text(shown, names.size(), options.sort, with_output ? "output error of A" : "weight error of A") + "\n";
+  text += shown_text(shown, names.size(), options.sort, with_output ? "output error of A" : "weight error of A");
+
+  // Layers quantized in one run only (such as those --skip-indivisible
+  // copied) make the two summaries average over different layers.
+  size_t only_first = 0;
+  size_t only_second = 0;
+  for (const std::string& name : names) {
+    if (!second_by_name.count(name)) only_first += 1;
+    if (!first_by_name.count(name)) only_second += 1;
+  }
+  if (only_first + only_second > 0) {
+    text += counted(std::to_string(only_first), "layer") + " quantized only in A and " + std::to_string(only_second) +
+            " only in B, so the summaries cover different layers\n";
+  }
+  text += "\n";
 
   // The summaries, one row per measure.
   const json& first_summary = first["summary"];
