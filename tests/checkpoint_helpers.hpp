@@ -156,8 +156,8 @@ inline double rounded_to(double value, DType dtype) {
 
 // The yardstick's view of one quantized matrix [out, in]: its codes, the
 // scales and zeros as stored (rounded to scale_dtype and zero_dtype), and the
-// dequantized values (code - zero) * scale in float32, the arithmetic that
-// rtnq uses for wbits <= 16.
+// dequantized values (code - zero) * scale in the arithmetic rtnq uses:
+// float32 for wbits <= 16, float64 above.
 struct ExpectedLayer {
   rtnq_test::YardstickResult computed;
   std::vector<double> stored_scales;
@@ -167,7 +167,6 @@ struct ExpectedLayer {
 
 inline ExpectedLayer expected_layer(const std::vector<double>& weight, int64_t out, int64_t in,
                                     const RtnParams& params, DType scale_dtype, DType zero_dtype) {
-  if (params.wbits > 16) throw std::runtime_error("expected_layer covers wbits <= 16 only");
   ExpectedLayer expected;
   expected.computed = rtnq_test::yardstick_quantize(weight, out, in, params);
   const int64_t group = params.groupsize == -1 ? in : params.groupsize;
@@ -178,10 +177,15 @@ inline ExpectedLayer expected_layer(const std::vector<double>& weight, int64_t o
   for (int64_t row = 0; row < out; ++row) {
     for (int64_t column = 0; column < in; ++column) {
       const size_t g = size_t(row * n_groups + column / group);
-      const float code = static_cast<float>(expected.computed.codes[size_t(row * in + column)]);
-      const float zero = static_cast<float>(expected.stored_zeros[g]);
-      const float scale = static_cast<float>(expected.stored_scales[g]);
-      expected.dequantized[size_t(row * in + column)] = (code - zero) * scale;
+      const uint64_t code = expected.computed.codes[size_t(row * in + column)];
+      double value;
+      if (params.wbits <= 16) {
+        value = (static_cast<float>(code) - static_cast<float>(expected.stored_zeros[g])) *
+                static_cast<float>(expected.stored_scales[g]);
+      } else {
+        value = (static_cast<double>(code) - expected.stored_zeros[g]) * expected.stored_scales[g];
+      }
+      expected.dequantized[size_t(row * in + column)] = value;
     }
   }
   return expected;

@@ -75,7 +75,12 @@ const std::vector<RoundTrip> kRoundTrips = {
     {"--groupsize 32", params_of(4, 32, false), DType::F16, "bf16", DType::BF16},
     {"--groupsize 32", params_of(4, 32, false), DType::F16, "f16", DType::F16},
     {"--wbits 2", params_of(2, -1, false), DType::F16, "bf16", DType::BF16},
+    {"--wbits 20 --groupsize 32 --scale-dtype f32", params_of(20, 32, false), DType::F32, "f32", DType::F32},
+    {"--wbits 13 --scale-dtype f32", params_of(13, -1, false), DType::F32, "f16", DType::F16},
 };
+
+// The stored dtype of zero points: F16 while it holds every level exactly.
+DType zero_dtype_for(int wbits) { return wbits <= 11 ? DType::F16 : wbits <= 24 ? DType::F32 : DType::F64; }
 
 // Checks a dequantized file against its input file. The tensor names must
 // be the same. Each quantized weight must be rebuilt in round.rebuilt_dtype
@@ -106,7 +111,8 @@ size_t check_rebuilt_file(const SafetensorsFile& input, const SafetensorsFile& r
     const int64_t out = tensor.shape[0];
     const int64_t in = tensor.shape[1];
     const rtnq::test::ExpectedLayer expected = rtnq::test::expected_layer(
-        rtnq::test::float_values(input, tensor), out, in, round.params, round.scale_dtype, DType::F16);
+        rtnq::test::float_values(input, tensor), out, in, round.params, round.scale_dtype,
+        zero_dtype_for(round.params.wbits));
     const std::vector<double> actual = rtnq::test::float_values(rebuilt, output);
     REQUIRE(actual.size() == expected.dequantized.size());
     size_t mismatches = 0;

@@ -231,3 +231,39 @@ TEST_CASE("folder without index takes every shard") {
   CHECK(index["weight_map"]["model.layers.1.mlp.down_proj.bias"] == kShards[2]);
   CHECK(index["weight_map"]["model.layers.1.mlp.down_proj.scale"] == kShards[1]);
 }
+
+TEST_CASE("failure in later shard leaves nothing") {
+  // Shard 1 is written before shard 2's layer fails (its scales overflow
+  // F16), so the partial output folder must be removed.
+  TempDir dir;
+  const fs::path input = dir.path() / "input";
+  fs::create_directory(input);
+  std::vector<double> huge = rtnq::test::test_values(32, 2, 1.0);
+  for (double& value : huge) value *= 1e30;
+  rtnq::test::write_float_checkpoint(input / "model-00001-of-00002.safetensors",
+                                     {{"first.weight", rtnq::DType::F32, {4, 8}, rtnq::test::test_values(32, 1)}});
+  rtnq::test::write_float_checkpoint(input / "model-00002-of-00002.safetensors",
+                                     {{"second.weight", rtnq::DType::F32, {4, 8}, huge}});
+  write_file(input / "model.safetensors.index.json",
+             R"({"metadata": {}, "weight_map": {"first.weight": "model-00001-of-00002.safetensors",)"
+             R"( "second.weight": "model-00002-of-00002.safetensors"}})");
+  write_file(input / "config.json", R"({"model_type": "llama"})");
+
+  const fs::path output_root = dir.path() / "outputs";
+  fs::create_directory(output_root);
+  const auto result = run_rtnq("quantize " + shell_quote(input.string()) + " -o " +
+                               shell_quote((output_root / "out").string()) + " --quiet");
+  CAPTURE(result.err);
+  CHECK(result.exit_status == 1);
+  CHECK(is_one_error_line(result.err));
+  CHECK(result.err.find("second") != std::string::npos);
+  CHECK(result.err.find("--scale-dtype f32") != std::string::npos);
+  CHECK(folder_entries(output_root).empty());
+
+  // With F32 scales the same folder quantizes.
+  const auto retry = run_rtnq("quantize " + shell_quote(input.string()) + " -o " +
+                              shell_quote((output_root / "out").string()) + " --scale-dtype f32 --quiet");
+  CAPTURE(retry.err);
+  CHECK(retry.exit_status == 0);
+  CHECK(folder_entries(output_root) == std::set<std::string>{"out"});
+}
