@@ -79,8 +79,12 @@ const std::vector<RoundTrip> kRoundTrips = {
     {"--wbits 13 --scale-dtype f32", params_of(13, -1, false), DType::F32, "f16", DType::F16},
 };
 
-// The stored dtype of zero points: F16 while it holds every level exactly.
-DType zero_dtype_for(int wbits) { return wbits <= 11 ? DType::F16 : wbits <= 24 ? DType::F32 : DType::F64; }
+// The stored dtype of zero points: the smallest float that represents every level exactly.
+DType zero_dtype_for(int wbits) {
+  if (wbits <= 11) return DType::F16;
+  if (wbits <= 24) return DType::F32;
+  return DType::F64;
+}
 
 // Checks a dequantized file against its input file. The tensor names must
 // be the same. Each quantized weight must be rebuilt in round.rebuilt_dtype
