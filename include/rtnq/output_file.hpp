@@ -29,7 +29,9 @@ class AtomicOutputFile {
 
   // Writes all bytes at offset; throws Error naming the file (disk full, ...).
   void write_at(const void* bytes, uint64_t length, uint64_t offset);
-  // Copies length bytes from in_fd at in_offset to offset, inside the kernel where possible.
+  // Copies length bytes from in_fd at in_offset to offset, inside the kernel
+  // where possible. Holes of a sparse input are skipped and stay holes, so
+  // the output range must not have been written before.
   void copy_from(int in_fd, uint64_t in_offset, uint64_t length, uint64_t offset);
   // Sets the final size (fills a file whose last bytes were never written).
   void resize(uint64_t length);
@@ -41,6 +43,11 @@ class AtomicOutputFile {
   const std::string& partial_path() const { return partial_path_; }
 
  private:
+  // Copies every byte of the range, holes included.
+  void copy_range(int in_fd, uint64_t in_offset, uint64_t length, uint64_t offset);
+  // Grows the file to length bytes if it is shorter.
+  void extend_to(uint64_t length);
+
   std::string final_path_;
   std::string partial_path_;
   bool overwrite_ = false;
