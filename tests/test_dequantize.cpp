@@ -277,3 +277,48 @@ TEST_CASE("dequantize keeps existing output") {
   const SafetensorsFile rebuilt(output);
   CHECK(rebuilt.tensors().size() == SafetensorsFile(kSample.string()).tensors().size());
 }
+
+TEST_CASE("dequantize rejects inconsistent layer") {
+  // Hand-made files with a valid quantization_config whose layer tensors
+  // are missing or do not fit each other.
+  const std::string config = R"({"quant_method": "rtn", "format": "native", "wbits": 4, "groupsize": -1,)"
+                             R"( "sym": false, "mse": false, "norm": 2.4, "grid": 100, "scale_dtype": "f16",)"
+                             R"( "producer": "rtnq 0.1.0", "conv1d_layers": []})";
+  struct BadLayer {
+    std::string reason;
+    json tensors;  // name -> [dtype, shape]
+    std::string message;
+  };
+  const std::vector<BadLayer> cases = {
+      {"no scale", {{"l.quantized_weight", {"U8", {2, 4}}}, {"l.zero", {"F16", {2, 1}}}}, "no l.scale"},
+      {"scale of wrong shape",
+       {{"l.quantized_weight", {"U8", {2, 4}}}, {"l.scale", {"F16", {2, 2}}}, {"l.zero", {"F16", {2, 1}}}},
+       "[2, 2]"},
+      {"codes of wrong dtype",
+       {{"l.quantized_weight", {"U16", {2, 4}}}, {"l.scale", {"F16", {2, 1}}}, {"l.zero", {"F16", {2, 1}}}},
+       "U16"},
+  };
+  for (const BadLayer& bad : cases) {
+    CAPTURE(bad.reason);
+    TempDir dir;
+    ordered_json header = ordered_json::object();
+    header["__metadata__"] = {{"quantization_config", config}};
+    uint64_t offset = 0;
+    for (const auto& item : bad.tensors.items()) {
+      const std::string dtype = item.value()[0];
+      const std::vector<int64_t> shape = item.value()[1];
+      const uint64_t bytes = uint64_t(shape[0] * shape[1]) * (dtype == "U8" ? 1 : 2);
+      header[item.key()] = {{"dtype", dtype}, {"shape", shape}, {"data_offsets", {offset, offset + bytes}}};
+      offset += bytes;
+    }
+    const std::string input =
+        rtnq::test::write_safetensors(dir, "input.safetensors", header.dump(), std::string(offset, '\0'));
+    const auto result = run_rtnq("dequantize " + shell_quote(input) + " -o " + shell_quote(dir / "dq.safetensors"));
+    CAPTURE(result.err);
+    CHECK(result.exit_status == 1);
+    CHECK(is_one_error_line(result.err));
+    CHECK(result.err.find(input) != std::string::npos);
+    CHECK(result.err.find(bad.message) != std::string::npos);
+    CHECK(folder_entries(dir.path()) == std::set<std::string>{"input.safetensors"});
+  }
+}
