@@ -102,6 +102,7 @@ void Checkpoint::open_indexed_shards(const std::string& index_path) {
     shard_of_tensor[item.key()] = shard;
     if (std::find(shard_names.begin(), shard_names.end(), shard) == shard_names.end()) shard_names.push_back(shard);
   }
+  if (shard_names.empty()) throw Error(index_path + ": weight_map lists no tensors");
   std::sort(shard_names.begin(), shard_names.end());
   for (const std::string& shard : shard_names) {
     const fs::path shard_path = fs::path(path_) / shard;

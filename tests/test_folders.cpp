@@ -267,3 +267,10 @@ TEST_CASE("failure in later shard leaves nothing") {
   CHECK(retry.exit_status == 0);
   CHECK(folder_entries(output_root) == std::set<std::string>{"out"});
 }
+
+TEST_CASE("index with empty weight_map") {
+  TempDir dir;
+  const fs::path broken = copy_of_fixture(dir, "broken");
+  rewrite_weight_map(broken, [](ordered_json& weight_map) { weight_map = ordered_json::object(); });
+  check_rejected(dir, broken, {"model.safetensors.index.json", "weight_map lists no tensors"});
+}
