@@ -42,6 +42,9 @@ AtomicOutputFile::AtomicOutputFile(const std::string& final_path, bool overwrite
   if (!overwrite && std::filesystem::exists(std::filesystem::symlink_status(final_path))) {
     throw Error(final_path + ": output already exists; pass --force to replace it");
   }
+  // Also covers files that no OutputTarget cleans up for, such as a report
+  // beside a file output.
+  remove_stale_partials(final_path);
   fd_ = ::open(partial_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd_ < 0) throw Error(final_path + ": cannot create output: " + std::strerror(errno));
 }

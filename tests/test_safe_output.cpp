@@ -68,6 +68,40 @@ std::string quantize_command(const std::string& input, const std::string& output
          (extra.empty() ? "" : " " + extra);
 }
 
+// Starts rtnq quantize on input with the MSE search on one thread, waits for
+// its partial output (file or folder) to appear beside output, and kills it
+// with SIGKILL. Returns the partial's path, named after the killed process.
+std::string kill_when_partial_appears(const std::string& input, const std::string& output) {
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    const int null_fd = ::open("/dev/null", O_RDWR);
+    ::dup2(null_fd, 0);
+    ::dup2(null_fd, 1);
+    ::dup2(null_fd, 2);
+    ::execl(RTNQ_BINARY, RTNQ_BINARY, "quantize", input.c_str(), "-o", output.c_str(), "--mse", "--threads", "1",
+            "--quiet", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  const fs::path final_path(output);
+  const std::string partial =
+      (final_path.parent_path() / ("." + final_path.filename().string() + ".rtnq-partial-" + std::to_string(child)))
+          .string();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!fs::exists(partial) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  const bool partial_seen = fs::exists(partial);
+  ::kill(child, SIGKILL);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE(partial_seen);
+  // Had the run finished before the kill, the test would prove nothing.
+  REQUIRE(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGKILL);
+  return partial;
+}
+
 }  // namespace
 
 TEST_CASE("output equal to input rejected") {
@@ -341,50 +375,53 @@ TEST_CASE("full disk fails cleanly") {
 
 TEST_CASE("SIGKILL leaves only a marked partial") {
   // A 16 MiB layer quantized with the MSE search on one thread takes long
-  // enough to be killed while the partial file is open.
+  // enough to be killed while the partial output is open.
   TempDir dir;
-  const std::string input = write_checkpoint(dir, "in.safetensors", {f32_matrix("a.weight", 2048, 2048)});
-  const FileSnapshot before = snapshot_file(input);
-  const std::string output = dir / "out.safetensors";
+  const TensorBytes layer = f32_matrix("a.weight", 2048, 2048);
 
-  const pid_t child = ::fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
-    const int null_fd = ::open("/dev/null", O_RDWR);
-    ::dup2(null_fd, 0);
-    ::dup2(null_fd, 1);
-    ::dup2(null_fd, 2);
-    ::execl(RTNQ_BINARY, RTNQ_BINARY, "quantize", input.c_str(), "-o", output.c_str(), "--mse", "--threads", "1",
-            "--quiet", static_cast<char*>(nullptr));
-    ::_exit(127);
+  SUBCASE("file output") {
+    const std::string input = write_checkpoint(dir, "in.safetensors", {layer});
+    const FileSnapshot before = snapshot_file(input);
+    const std::string output = dir / "out.safetensors";
+    const std::string partial = kill_when_partial_appears(input, output);
+    const std::string partial_name = fs::path(partial).filename().string();
+    CHECK(fs::is_regular_file(partial));
+    CHECK(folder_entries(dir.path()) == std::set<std::string>{"in.safetensors", partial_name});
+    CHECK_FALSE(fs::exists(output));
+
+    // A run killed while writing its report would leave this one, with the
+    // same dead process id.
+    const std::string report_partial =
+        dir / (".out.safetensors.report.json.rtnq-partial-" + partial_name.substr(partial_name.rfind('-') + 1));
+    write_file(report_partial, "{");
+    // The next run into the same destination removes the dead process's
+    // partials but leaves alone one whose process (this test) still runs.
+    const std::string live_partial = dir / (".out.safetensors.rtnq-partial-" + std::to_string(::getpid()));
+    write_file(live_partial, "in use");
+    const auto rerun = run_rtnq(quantize_command(input, output));
+    CAPTURE(rerun.err);
+    CHECK(rerun.exit_status == 0);
+    CHECK(folder_entries(dir.path()) ==
+          std::set<std::string>{"in.safetensors", "out.safetensors", "out.safetensors.report.json",
+                                fs::path(live_partial).filename().string()});
+    CHECK(rtnq::SafetensorsFile(output).tensors().size() == 3);
+    CHECK(snapshot_file(input) == before);
   }
-  const std::string partial = dir / (".out.safetensors.rtnq-partial-" + std::to_string(child));
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (!fs::exists(partial) && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  SUBCASE("folder output") {
+    const fs::path model = dir.path() / "model";
+    fs::create_directory(model);
+    const std::string weights = write_checkpoint(dir, "model/model.safetensors", {layer});
+    const FileSnapshot before = snapshot_file(weights);
+    const std::string output = dir / "out";
+    const std::string partial = kill_when_partial_appears(model.string(), output);
+    CHECK(fs::is_directory(partial));
+    CHECK(folder_entries(dir.path()) == std::set<std::string>{"model", fs::path(partial).filename().string()});
+
+    const auto rerun = run_rtnq(quantize_command(model.string(), output));
+    CAPTURE(rerun.err);
+    CHECK(rerun.exit_status == 0);
+    CHECK(folder_entries(dir.path()) == std::set<std::string>{"model", "out"});
+    CHECK(folder_entries(output) == std::set<std::string>{"model.safetensors", "quantization_report.json"});
+    CHECK(snapshot_file(weights) == before);
   }
-  const bool partial_seen = fs::exists(partial);
-  ::kill(child, SIGKILL);
-  int status = 0;
-  REQUIRE(::waitpid(child, &status, 0) == child);
-  REQUIRE(partial_seen);
-  // Had the run finished before the kill, the test would prove nothing.
-  REQUIRE(WIFSIGNALED(status));
-  CHECK(WTERMSIG(status) == SIGKILL);
-
-  CHECK(folder_entries(dir.path()) == std::set<std::string>{"in.safetensors", fs::path(partial).filename().string()});
-  CHECK_FALSE(fs::exists(output));
-
-  // The next run into the same destination removes the dead process's
-  // partial but leaves alone one whose process (this test) still runs.
-  const std::string live_partial = dir / (".out.safetensors.rtnq-partial-" + std::to_string(::getpid()));
-  write_file(live_partial, "in use");
-  const auto rerun = run_rtnq(quantize_command(input, output));
-  CAPTURE(rerun.err);
-  CHECK(rerun.exit_status == 0);
-  CHECK(folder_entries(dir.path()) ==
-        std::set<std::string>{"in.safetensors", "out.safetensors", "out.safetensors.report.json",
-                              fs::path(live_partial).filename().string()});
-  CHECK(rtnq::SafetensorsFile(output).tensors().size() == 3);
-  CHECK(snapshot_file(input) == before);
 }

@@ -21,7 +21,8 @@ void remove_stale_partials(const std::string& final_path);
 // into place by commit(). Destroying it uncommitted removes the temporary file.
 class AtomicOutputFile {
  public:
-  // Creates the temporary file. With overwrite false, fails if final_path exists.
+  // Removes stale partials of final_path and creates the temporary file.
+  // With overwrite false, fails if final_path exists.
   AtomicOutputFile(const std::string& final_path, bool overwrite);
   ~AtomicOutputFile();
   AtomicOutputFile(const AtomicOutputFile&) = delete;
