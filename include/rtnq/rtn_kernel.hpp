@@ -45,12 +45,34 @@ struct KernelResult {
   int64_t overflowed_scale_count = 0;
 };
 
+// The SIMD instruction sets the kernel is built for. All of them give the
+// same codes, scales and zeros; only the float64 error sums may differ in
+// their last bits, because the lanes add in another order.
+enum class SimdLevel {
+  automatic,  // the widest one this CPU supports
+  sse2,       // every x86-64 CPU
+  avx2,
+};
+
+// The widest instruction set the kernel has that this CPU supports.
+SimdLevel best_simd_level();
+const char* simd_level_name(SimdLevel level);
+
 // Quantizes the matrix with RTN (min/max range, optional MSE shrink search)
-// and fills the buffers. threads <= 0 uses the OpenMP default. The result
-// does not depend on the thread count. Non-finite weights are counted, not
-// quantized; their groups get code 0 and the caller must reject the layer.
+// and fills the buffers. threads <= 0 uses the OpenMP default. Codes, scales
+// and zeros depend neither on the thread count nor on the SIMD level.
+// Non-finite weights are counted, not quantized; their groups get code 0
+// and the caller must reject the layer. Throws Error when simd names an
+// instruction set this CPU lacks.
+//
+// The MSE search with float32 arithmetic (wbits <= 16), a group size that
+// is a multiple of 8 and norm <= 4 evaluates each shrink level's error with
+// a polynomial pow and float sums; its choice of level agrees with the exact
+// search in at least 99.9% of groups (measured by tests/test_mse_agreement.cpp).
+// Other cases use the exact search.
 KernelResult quantize_matrix(const WeightMatrix& weight, const RtnParams& params,
-                             const QuantizedBuffers& out, int threads = 0);
+                             const QuantizedBuffers& out, int threads = 0,
+                             SimdLevel simd = SimdLevel::automatic);
 
 // The dequantized value of one code, in the arithmetic of the kernel:
 // float32 for wbits <= 16, float64 above.

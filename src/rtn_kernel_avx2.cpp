@@ -1,0 +1,13 @@
+// The RTN kernel body for AVX2. CMakeLists.txt compiles this file alone
+// with -mavx2; rtn_kernel.cpp calls it only when the CPU supports AVX2.
+#define RTNQ_KERNEL_ARCH xsimd::avx2
+#include "rtn_kernel_simd.hpp"
+
+namespace rtnq::kernel_detail {
+
+void quantize_rows_avx2(const WeightMatrix& weight, const RtnParams& params, const QuantizedBuffers& out,
+                        int threads, RowOutcome* outcomes) {
+  quantize_rows(weight, params, out, threads, outcomes);
+}
+
+}  // namespace rtnq::kernel_detail

@@ -1,0 +1,32 @@
+// Declarations shared by the parts of the RTN kernel: the generic driver in
+// rtn_kernel.cpp and the per-instruction-set bodies rtn_kernel_<isa>.cpp.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "rtnq/rtn_kernel.hpp"
+
+namespace rtnq::kernel_detail {
+
+// What one output row contributes to the KernelResult.
+struct RowOutcome {
+  ErrorStats error;
+  int64_t nonfinite_count = 0;
+  int64_t first_nonfinite_column = -1;  // within the row's input features
+  int64_t overflowed_scales = 0;
+};
+
+// Rounds value to dtype (F16, BF16, F32 or F64), writes it at element index
+// of dst and returns the stored value. Negative zero is stored as +0.
+double store_rounded(double value, DType dtype, std::byte* dst, int64_t index);
+
+// Quantizes every output row of the matrix into out and fills
+// outcomes[0 .. out_features - 1]. One function per instruction set; each
+// is compiled with that set's compiler flags.
+void quantize_rows_sse2(const WeightMatrix& weight, const RtnParams& params, const QuantizedBuffers& out,
+                        int threads, RowOutcome* outcomes);
+void quantize_rows_avx2(const WeightMatrix& weight, const RtnParams& params, const QuantizedBuffers& out,
+                        int threads, RowOutcome* outcomes);
+
+}  // namespace rtnq::kernel_detail
