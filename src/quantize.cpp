@@ -172,7 +172,8 @@ void check_output_path(const Checkpoint& checkpoint, const std::string& output, 
   }
 }
 
-void check_report_path(const Checkpoint& checkpoint, const std::string& report, const std::string& output) {
+void check_report_path(const Checkpoint& checkpoint, const std::string& report, const std::string& output,
+                       bool overwrite) {
   std::error_code error;
   const fs::path report_path = fs::weakly_canonical(report, error);
   for (const auto& file : checkpoint.files()) {
@@ -187,19 +188,33 @@ void check_report_path(const Checkpoint& checkpoint, const std::string& report, 
   if (report_path == fs::weakly_canonical(output, error)) {
     throw Error(report + ": report would replace the output; choose another report path");
   }
+  if (!overwrite && fs::exists(fs::symlink_status(report, error))) {
+    throw Error(report + ": report already exists; pass --force to replace it");
+  }
+}
+
+void check_quantize_outputs(const Checkpoint& checkpoint, const QuantizeOptions& options) {
+  check_output_path(checkpoint, options.output, options.overwrite);
+  const bool directory = checkpoint.is_directory();
+  // The default report of a folder output is written inside the new folder,
+  // which replaces the old one only with overwrite anyway.
+  const bool report_inside = directory && options.report_path.empty();
+  const std::string report =
+      options.report_path.empty() ? default_report_path(options.output, directory) : options.report_path;
+  check_report_path(checkpoint, report, options.output, report_inside || options.overwrite);
 }
 
 QuantizeOutcome quantize_checkpoint(const Checkpoint& checkpoint, const QuantizationPlan& plan,
                                     const QuantizeOptions& options, const ProgressCallback& progress) {
   const Clock::time_point start = Clock::now();
-  check_output_path(checkpoint, options.output, options.overwrite);
+  check_quantize_outputs(checkpoint, options);
   const bool directory = checkpoint.is_directory();
 
   QuantizeOutcome outcome;
   outcome.output_path = options.output;
   outcome.report_path =
       options.report_path.empty() ? default_report_path(options.output, directory) : options.report_path;
-  check_report_path(checkpoint, outcome.report_path, options.output);
+  const bool report_inside = directory && options.report_path.empty();
   outcome.layers.resize(plan.layers.size());
 
   // Activations are checked against every layer before any output exists.
@@ -279,7 +294,6 @@ QuantizeOutcome quantize_checkpoint(const Checkpoint& checkpoint, const Quantiza
   run.wall_seconds = seconds_since(start);
   outcome.report = build_report(plan, outcome.layers, run);
 
-  const bool report_inside = directory && options.report_path.empty();
   const std::string report_file = report_inside ? target.path_of("quantization_report.json") : outcome.report_path;
   auto report = std::make_unique<AtomicOutputFile>(report_file, report_inside || options.overwrite);
   write_text_file(*report, outcome.report.dump(2) + "\n");

@@ -230,6 +230,37 @@ TEST_CASE("report path equal to input rejected") {
   CHECK(snapshot_file(input) == before);
 }
 
+TEST_CASE("existing report needs --force") {
+  // The report is checked before any work, like the output, and a dry run
+  // checks it too.
+  TempDir dir;
+  const std::string input = dir / "in.safetensors";
+  fs::copy_file(kSample, input);
+  const std::string output = dir / "out.safetensors";
+  const std::string report = output + ".report.json";
+  write_file(report, "old report");
+
+  for (const std::string extra : {"", "--dry-run"}) {
+    CAPTURE(extra);
+    const auto result = run_rtnq(quantize_command(input, output, extra));
+    CAPTURE(result.err);
+    CHECK(result.exit_status == 1);
+    CHECK(is_one_error_line(result.err));
+    CHECK(result.err.find(report + ": report already exists; pass --force to replace it") != std::string::npos);
+    CHECK(read_file(report) == "old report");
+    CHECK(folder_entries(dir.path()) == std::set<std::string>{"in.safetensors", "out.safetensors.report.json"});
+  }
+  const auto dry_run_onto_input =
+      run_rtnq(quantize_command(input, output, "--dry-run --force --report " + shell_quote(input)));
+  CHECK(dry_run_onto_input.exit_status == 1);
+  CHECK(dry_run_onto_input.err.find(input + ": report is the input") != std::string::npos);
+
+  const auto forced = run_rtnq(quantize_command(input, output, "--force"));
+  CAPTURE(forced.err);
+  CHECK(forced.exit_status == 0);
+  CHECK(read_file(report).rfind("{", 0) == 0);
+}
+
 TEST_CASE("existing output replaced only with --force") {
   TempDir dir;
   const std::string input = dir / "in.safetensors";

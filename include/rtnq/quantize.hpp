@@ -52,8 +52,14 @@ std::string default_report_path(const std::string& output, bool directory_output
 void check_output_path(const Checkpoint& checkpoint, const std::string& output, bool overwrite);
 
 // Throws Error if the report file would be an input file (under any name),
-// inside the input folder, or the output itself.
-void check_report_path(const Checkpoint& checkpoint, const std::string& report, const std::string& output);
+// inside the input folder, or the output itself, or if it exists and
+// overwrite is false.
+void check_report_path(const Checkpoint& checkpoint, const std::string& report, const std::string& output,
+                       bool overwrite);
+
+// Runs check_output_path and check_report_path for the output and report
+// paths of options.
+void check_quantize_outputs(const Checkpoint& checkpoint, const QuantizeOptions& options);
 
 // Quantizes the checkpoint as planned and writes the output and the report.
 // Nothing appears under the output names unless the whole run succeeds.

@@ -53,7 +53,7 @@ int run_quantize(const QuantizeArgs& args) {
   const Checkpoint checkpoint(args.input);
   const QuantizationPlan plan = plan_quantization(checkpoint, options.format);
   if (args.dry_run) {
-    check_output_path(checkpoint, options.output, args.force);
+    check_quantize_outputs(checkpoint, options);
     print_dry_run(plan, args);
     return 0;
   }
