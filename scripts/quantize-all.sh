@@ -147,10 +147,19 @@ for index in "${!inputs[@]}"; do
     continue
   fi
 
+  # rtnq renames a file output into place before it writes the report, so an
+  # output without its report is what a run stopped between the two left.
+  # It is redone.
+  force=()
+  if [[ $redo == false && -e $output ]]; then
+    echo "quantize-all: $output has no report; quantizing $name again" >&2
+    force=(--force)
+  fi
+
   echo "quantize-all: [$((index + 1))/${#inputs[@]}] $name" >&2
   start=$(date +%s%N)
   # rtnq's messages go to stderr and into the log, which keeps its error line.
-  "$rtnq" quantize "$input" -o "$output" ${rtnq_options[@]+"${rtnq_options[@]}"} 2>&1 >&3 | tee "$log" >&2
+  "$rtnq" quantize "$input" -o "$output" ${rtnq_options[@]+"${rtnq_options[@]}"} ${force[@]+"${force[@]}"} 2>&1 >&3 | tee "$log" >&2
   status=${PIPESTATUS[0]}
   end=$(date +%s%N)
   seconds+=("$(awk -v ns=$((end - start)) 'BEGIN { printf "%.2f", ns / 1e9 }')")

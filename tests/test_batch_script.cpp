@@ -159,6 +159,26 @@ TEST_CASE("batch script all done exits zero") {
   check_good_row(rows.at("model.safetensors"), output_root / "model.safetensors.report.json", "done");
 }
 
+TEST_CASE("batch script redoes output without report") {
+  // A file output renamed into place by a run that stopped before its report.
+  TempDir dir;
+  const fs::path output_root = dir.path() / "out";
+  fs::create_directories(output_root);
+  rtnq::test::write_file(output_root / "model.safetensors", "left by a stopped run");
+  const std::string file_input = (kTestdata / "sample/model.safetensors").string();
+
+  const auto result =
+      run_script("-o " + shell_quote(output_root.string()) + " " + shell_quote(file_input) + " -- --quiet");
+  CAPTURE(result.out);
+  CAPTURE(result.err);
+  CHECK(result.exit_status == 0);
+  CHECK(result.err.find("has no report; quantizing model.safetensors again") != std::string::npos);
+  CHECK(read_file(output_root / "model.safetensors") != "left by a stopped run");
+  const std::map<std::string, TableRow> rows = table_rows(result.out);
+  REQUIRE(rows.size() == 1);
+  check_good_row(rows.at("model.safetensors"), output_root / "model.safetensors.report.json", "done");
+}
+
 TEST_CASE("batch script usage errors") {
   TempDir dir;
   const std::string models = shell_quote(make_models(dir).string());
