@@ -132,6 +132,27 @@ TEST_CASE("non-finite found across groups and threads") {
   }
 }
 
+TEST_CASE("non-finite in vector tail found") {
+  // 13 columns: a SIMD kernel handles the last values of each row (or group)
+  // apart from the full vectors, and a NaN there must be counted too.
+  for (const std::string dtype : {"F32", "BF16", "F16"}) {
+    for (const std::string groupsize : {"-1", "13"}) {
+      CAPTURE(dtype);
+      CAPTURE(groupsize);
+      TempDir dir;
+      const std::string input =
+          write_checkpoint(dir, "in.safetensors", {make_matrix("tail.weight", dtype, 3, 13, {{1, 12}}, Special::nan)});
+      const auto result = run_rtnq("quantize " + shell_quote(input) + " -o " + shell_quote(dir / "out.safetensors") +
+                                   " --quiet --groupsize " + groupsize);
+      CAPTURE(result.err);
+      CHECK(result.exit_status == 1);
+      CHECK(result.err.find("tail: 1 weights are NaN or infinite, the first at row 1, column 12 ") !=
+            std::string::npos);
+      CHECK(folder_entries(dir.path()) == std::set<std::string>{"in.safetensors"});
+    }
+  }
+}
+
 TEST_CASE("non-finite NaN payloads detected") {
   // A signalling NaN and a NaN with a low payload bit, in F32 and F16, are
   // still NaN after decoding.
