@@ -6,6 +6,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <numeric>
 
@@ -33,9 +34,10 @@ struct LayerBuffers {
 };
 
 // Quantizes one layer into buffers; throws Error naming the layer for
-// non-finite weights or scales that overflow the scale dtype.
+// non-finite weights or scales that overflow the scale dtype. rows_done
+// (optional) gets each block of finished code rows, from the kernel's threads.
 LayerResult quantize_layer(const LayerPlan& layer, const FormatOptions& options, LayerBuffers& buffers,
-                           int threads) {
+                           int threads, const std::function<void(int64_t, int64_t)>& rows_done = {}) {
   const TensorInfo& info = *layer.source->info;
   const RtnParams& params = options.params;
   const uint64_t parameter_count = uint64_t(layer.out_features) * uint64_t(layer.n_groups);
@@ -54,6 +56,7 @@ LayerResult quantize_layer(const LayerPlan& layer, const FormatOptions& options,
   out.stored_scales = buffers.scales.data();
   out.scale_dtype = options.scale_dtype;
   out.stored_zeros = buffers.zeros.data();
+  out.rows_done = rows_done;
 
   const Clock::time_point start = Clock::now();
   const KernelResult kernel = quantize_matrix(weight, params, out, threads);
@@ -258,7 +261,15 @@ QuantizeOutcome quantize_checkpoint(const Checkpoint& checkpoint, const Quantiza
 
       const LayerPlan& layer = plan.layers[source.layer_index];
       LayerResult& result = outcome.layers[source.layer_index];
-      result = quantize_layer(layer, options.format, buffers, options.threads);
+      // Code rows are written by the kernel's threads as they finish, so the
+      // writing overlaps the quantization and keeps both cores busy.
+      const uint64_t code_row_bytes =
+          uint64_t(layer.in_features) * uint64_t(dtype_bits(code_dtype_for_bits(options.format.params.wbits)) / 8);
+      auto write_code_rows = [&](int64_t first_row, int64_t row_count) {
+        const uint64_t first_byte = uint64_t(first_row) * code_row_bytes;
+        out.write_at(buffers.codes.data() + first_byte, uint64_t(row_count) * code_row_bytes, offset + first_byte);
+      };
+      result = quantize_layer(layer, options.format, buffers, options.threads, write_code_rows);
       if (activations) {
         result.output_error = activations->output_error(layer, options.format, buffers.codes.data(),
                                                         buffers.scales.data(), buffers.zeros.data(), options.threads);
@@ -266,9 +277,8 @@ QuantizeOutcome quantize_checkpoint(const Checkpoint& checkpoint, const Quantiza
       for (size_t j = 0; j < file_plan.sources.size(); ++j) {
         const OutputTensorPlan& other = file_plan.sources[j];
         if (other.source == TensorSource::copy || other.layer_index != source.layer_index) continue;
-        const std::vector<std::byte>& bytes = other.source == TensorSource::codes    ? buffers.codes
-                                              : other.source == TensorSource::scales ? buffers.scales
-                                                                                     : buffers.zeros;
+        if (other.source == TensorSource::codes) continue;  // written by write_code_rows
+        const std::vector<std::byte>& bytes = other.source == TensorSource::scales ? buffers.scales : buffers.zeros;
         out.write_at(bytes.data(), bytes.size(), file_plan.layout.file_offsets[j]);
       }
       input.release(*layer.source->info);

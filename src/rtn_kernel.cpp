@@ -39,6 +39,25 @@ double store_rounded(double value, DType dtype, std::byte* dst, int64_t index) {
   }
 }
 
+bool RowsDoneNotifier::active() const { return static_cast<bool>(out_.rows_done); }
+
+void RowsDoneNotifier::notify(int64_t first_row, int64_t row_count) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (failure_) return;
+  }
+  try {
+    out_.rows_done(first_row, row_count);
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!failure_) failure_ = std::current_exception();
+  }
+}
+
+void RowsDoneNotifier::rethrow_failure() const {
+  if (failure_) std::rethrow_exception(failure_);
+}
+
 }  // namespace kernel_detail
 
 namespace {
@@ -75,11 +94,13 @@ KernelResult quantize_matrix(const WeightMatrix& weight, const RtnParams& params
 
   const int64_t rows = weight.out_features;
   std::vector<kernel_detail::RowOutcome> outcomes(static_cast<size_t>(rows));
+  kernel_detail::RowsDoneNotifier notifier(out);
   if (simd == SimdLevel::avx2) {
-    kernel_detail::quantize_rows_avx2(weight, params, out, threads, outcomes.data());
+    kernel_detail::quantize_rows_avx2(weight, params, out, threads, outcomes.data(), notifier);
   } else {
-    kernel_detail::quantize_rows_sse2(weight, params, out, threads, outcomes.data());
+    kernel_detail::quantize_rows_sse2(weight, params, out, threads, outcomes.data(), notifier);
   }
+  notifier.rethrow_failure();
 
   // Merge in row order, so the sums do not depend on the thread count.
   KernelResult result;

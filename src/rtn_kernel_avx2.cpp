@@ -6,8 +6,8 @@
 namespace rtnq::kernel_detail {
 
 void quantize_rows_avx2(const WeightMatrix& weight, const RtnParams& params, const QuantizedBuffers& out,
-                        int threads, RowOutcome* outcomes) {
-  quantize_rows(weight, params, out, threads, outcomes);
+                        int threads, RowOutcome* outcomes, RowsDoneNotifier& notifier) {
+  quantize_rows(weight, params, out, threads, outcomes, notifier);
 }
 
 }  // namespace rtnq::kernel_detail

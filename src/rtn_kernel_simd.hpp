@@ -685,35 +685,43 @@ class MatrixQuantizer {
   FastPower power_;
 };
 
-// Rows per chunk of the dynamic schedule: about 16 chunks per thread, so
+// Rows per block of the dynamic schedule: about 16 blocks per thread, so
 // both cores stay busy on narrow matrices, and at most 64 rows.
-int64_t rows_per_chunk(int64_t rows, int threads) {
+int64_t rows_per_block(int64_t rows, int threads) {
   const int64_t chunk = rows / (int64_t(threads) * 16);
   return min_of<int64_t>(max_of<int64_t>(chunk, 1), 64);
 }
 
 template <class T>
 void quantize_rows_as(const WeightMatrix& weight, const RtnParams& params, const QuantizedBuffers& out, int threads,
-                      RowOutcome* outcomes) {
+                      RowOutcome* outcomes, RowsDoneNotifier& notifier) {
   const MatrixQuantizer<T> quantizer(weight, params, out);
   const int64_t rows = weight.out_features;
   const int thread_count = threads > 0 ? threads : omp_get_max_threads();
-  const int64_t chunk = rows_per_chunk(rows, thread_count);
+  const int64_t block = rows_per_block(rows, thread_count);
+  const int64_t blocks = (rows + block - 1) / block;
+  const bool notify_blocks = notifier.active() && !weight.conv1d;
 
 #pragma omp parallel num_threads(thread_count)
   {
     ThreadBuffers<T> buffers(quantizer.in_features(), quantizer.group_size(), quantizer.shrink_levels());
-#pragma omp for schedule(dynamic, chunk)
-    for (int64_t row = 0; row < rows; ++row) outcomes[row] = quantizer.quantize_row(row, buffers);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t first = b * block;
+      const int64_t last = min_of(first + block, rows);
+      for (int64_t row = first; row < last; ++row) outcomes[row] = quantizer.quantize_row(row, buffers);
+      if (notify_blocks) notifier.notify(first, last - first);
+    }
   }
+  if (notifier.active() && weight.conv1d && rows > 0) notifier.notify(0, rows);
 }
 
 void quantize_rows(const WeightMatrix& weight, const RtnParams& params, const QuantizedBuffers& out, int threads,
-                   RowOutcome* outcomes) {
+                   RowOutcome* outcomes, RowsDoneNotifier& notifier) {
   if (computes_in_float32(params.wbits)) {
-    quantize_rows_as<float>(weight, params, out, threads, outcomes);
+    quantize_rows_as<float>(weight, params, out, threads, outcomes, notifier);
   } else {
-    quantize_rows_as<double>(weight, params, out, threads, outcomes);
+    quantize_rows_as<double>(weight, params, out, threads, outcomes, notifier);
   }
 }
 

@@ -1,12 +1,17 @@
 // Tests of the kernel's fast paths: how often the fast MSE search picks the
 // shrink level of the exact search (the scalar yardstick), exact codes for
-// the level it picks, and identical output from every SIMD level.
+// the level it picks, identical output from every SIMD level, and the
+// rows_done callback that lets the caller write codes while quantizing.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <mutex>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -349,5 +354,72 @@ TEST_CASE("stored F16 and BF16 scales round to nearest even") {
       }
       CHECK(first_wrong == values.size());
     }
+  }
+}
+
+TEST_CASE("rows_done reports every row once") {
+  // 208 rows and 64 columns: both divide by the group size 16, as a Conv1D weight reads rows as columns.
+  const StoredMatrix matrix = store_matrix(DType::BF16, 208, 64, heavy_tailed_weights(208, 64, 5));
+  for (bool conv1d : {false, true}) {
+    for (int threads : {1, 2, 3}) {
+      INFO("conv1d ", conv1d, ", ", threads, " threads");
+      const int64_t rows = conv1d ? matrix.columns : matrix.rows;
+      rtnq::WeightMatrix weight;
+      weight.data = matrix.bytes.data();
+      weight.dtype = matrix.dtype;
+      weight.out_features = rows;
+      weight.in_features = conv1d ? matrix.rows : matrix.columns;
+      weight.conv1d = conv1d;
+      std::vector<std::byte> codes(matrix.values.size());
+      const int64_t groups = rows * (weight.in_features / 16);
+      std::vector<std::byte> scales(static_cast<size_t>(groups) * 2);
+      std::vector<std::byte> zeros(scales.size());
+      std::vector<int> calls_per_row(static_cast<size_t>(rows), 0);
+      int64_t calls = 0;
+      std::mutex mutex;
+      rtnq::QuantizedBuffers out;
+      out.codes = codes.data();
+      out.stored_scales = scales.data();
+      out.stored_zeros = zeros.data();
+      out.rows_done = [&](int64_t first_row, int64_t row_count) {
+        std::lock_guard<std::mutex> lock(mutex);
+        calls += 1;
+        for (int64_t row = first_row; row < first_row + row_count; ++row) calls_per_row[row] += 1;
+      };
+      rtnq::quantize_matrix(weight, make_params(4, 16, false, false), out, threads);
+      CHECK(std::count(calls_per_row.begin(), calls_per_row.end(), 1) == rows);
+      // A Conv1D weight's codes are strided over the whole buffer, so it gets one call.
+      if (conv1d) CHECK(calls == 1);
+      if (!conv1d) CHECK(calls > 1);
+    }
+  }
+}
+
+TEST_CASE("rows_done exception reaches the caller") {
+  const StoredMatrix matrix = store_matrix(DType::F32, 300, 32, heavy_tailed_weights(300, 32, 6));
+  rtnq::WeightMatrix weight;
+  weight.data = matrix.bytes.data();
+  weight.dtype = matrix.dtype;
+  weight.out_features = matrix.rows;
+  weight.in_features = matrix.columns;
+  std::vector<std::byte> codes(matrix.values.size());
+  std::vector<std::byte> scales(static_cast<size_t>(matrix.rows) * 2);
+  std::vector<std::byte> zeros(scales.size());
+  std::atomic<int> calls{0};
+  rtnq::QuantizedBuffers out;
+  out.codes = codes.data();
+  out.stored_scales = scales.data();
+  out.stored_zeros = zeros.data();
+  out.rows_done = [&](int64_t, int64_t) {
+    calls += 1;
+    throw std::runtime_error("disk full");
+  };
+  for (SimdLevel simd : supported_levels()) {
+    INFO(std::string(rtnq::simd_level_name(simd)));
+    calls = 0;
+    CHECK_THROWS_WITH(rtnq::quantize_matrix(weight, make_params(4, -1, false, false), out, 2, simd), "disk full");
+    // Calls that start after the failure is stored return at once, so at most one per thread fails.
+    CHECK(calls >= 1);
+    CHECK(calls <= 2);
   }
 }

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 
 #include "rtnq/dtype.hpp"
 #include "rtnq/error_metrics.hpp"
@@ -32,6 +33,14 @@ struct QuantizedBuffers {
   // Optional (may be null): scales and zeros exactly as computed, before rounding.
   double* computed_scales = nullptr;
   double* computed_zeros = nullptr;
+  // Optional: called once per block of rows as soon as their codes are
+  // final, so the caller can write them while other rows are quantized.
+  // Calls come from the worker threads and may run concurrently. For a
+  // linear weight, rows [first_row, first_row + row_count) are one
+  // contiguous range of codes; a Conv1D weight gets a single call for all
+  // rows at the end. An exception stops further calls, and quantize_matrix
+  // rethrows it once every thread has stopped.
+  std::function<void(int64_t first_row, int64_t row_count)> rows_done;
 };
 
 struct KernelResult {
