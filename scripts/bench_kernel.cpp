@@ -2,6 +2,7 @@
 // yardstick of the tests, on one TinyLlama MLP matrix.
 //
 // Usage: rtnq-bench-kernel [--rows 5632] [--columns 2048] [--repeats 7]
+//        rtnq-bench-kernel --print-simd-level
 //
 // The matrix is BF16 with Student-t values (3 degrees of freedom) and every
 // 61st value 40 times larger. Each timing is the median of --repeats runs
@@ -32,12 +33,17 @@ struct Options {
   int64_t rows = 5632;
   int64_t columns = 2048;
   int repeats = 7;
+  bool print_simd_level = false;  // print the level quantize_matrix picks, then exit
 };
 
 Options parse_options(int argc, char** argv) {
   Options options;
   for (int i = 1; i < argc; ++i) {
     const std::string argument = argv[i];
+    if (argument == "--print-simd-level") {
+      options.print_simd_level = true;
+      continue;
+    }
     if (i + 1 >= argc) throw rtnq::Error("missing value after " + argument);
     const long long value = std::stoll(argv[++i]);
     if (value < 1) throw rtnq::Error(argument + " must be at least 1, got " + std::to_string(value));
@@ -48,7 +54,7 @@ Options parse_options(int argc, char** argv) {
     } else if (argument == "--repeats") {
       options.repeats = int(value);
     } else {
-      throw rtnq::Error("invalid argument '" + argument + "'; expected --rows, --columns or --repeats");
+      throw rtnq::Error("invalid argument '" + argument + "'; expected --rows, --columns, --repeats or --print-simd-level");
     }
   }
   if (options.columns % 128 != 0) throw rtnq::Error("--columns must be a multiple of the group size 128");
@@ -109,6 +115,10 @@ void print_row(const char* name, double seconds, double parameters, double yards
 }
 
 int run(const Options& options) {
+  if (options.print_simd_level) {
+    std::printf("%s\n", rtnq::simd_level_name(rtnq::best_simd_level()));
+    return 0;
+  }
   const Matrix matrix = make_matrix(options);
   const double parameters = double(matrix.values.size());
   rtnq::RtnParams params;
