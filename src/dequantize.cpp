@@ -449,6 +449,7 @@ void dequantize_checkpoint(const Checkpoint& checkpoint, const DequantizationPla
     out.write_at(file_plan.layout.header.data(), file_plan.layout.header.size(), 0);
 
     for (size_t k = 0; k < file_plan.layout.tensors.size(); ++k) {
+      if (options.before_tensor) options.before_tensor();
       const uint64_t offset = file_plan.layout.file_offsets[k];
       if (const TensorInfo* copied = file_plan.copied[k]) {
         out.copy_from(input.mapping().fd(), input.data_offset() + copied->begin, copied->byte_size(), offset);

@@ -69,9 +69,10 @@ std::string quantize_command(const std::string& input, const std::string& output
 }
 
 // Starts rtnq quantize on input with the MSE search on one thread, waits for
-// its partial output (file or folder) to appear beside output, and kills it
-// with SIGKILL. Returns the partial's path, named after the killed process.
-std::string kill_when_partial_appears(const std::string& input, const std::string& output) {
+// its partial output (file or folder) to appear beside output, and sends it
+// signal_number. Returns the partial's path, named after the killed process.
+std::string kill_when_partial_appears(const std::string& input, const std::string& output,
+                                      int signal_number = SIGKILL) {
   const pid_t child = ::fork();
   REQUIRE(child >= 0);
   if (child == 0) {
@@ -92,13 +93,13 @@ std::string kill_when_partial_appears(const std::string& input, const std::strin
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   const bool partial_seen = fs::exists(partial);
-  ::kill(child, SIGKILL);
+  ::kill(child, signal_number);
   int status = 0;
   REQUIRE(::waitpid(child, &status, 0) == child);
   REQUIRE(partial_seen);
   // Had the run finished before the kill, the test would prove nothing.
   REQUIRE(WIFSIGNALED(status));
-  CHECK(WTERMSIG(status) == SIGKILL);
+  CHECK(WTERMSIG(status) == signal_number);
   return partial;
 }
 
@@ -454,5 +455,31 @@ TEST_CASE("SIGKILL leaves only a marked partial") {
     CHECK(folder_entries(dir.path()) == std::set<std::string>{"model", "out"});
     CHECK(folder_entries(output) == std::set<std::string>{"model.safetensors", "quantization_report.json"});
     CHECK(snapshot_file(weights) == before);
+  }
+}
+
+TEST_CASE("SIGINT and SIGTERM remove the partial") {
+  // rtnq stops after the layer it is quantizing, removes its partial output
+  // and then ends by the same signal.
+  TempDir dir;
+  const TensorBytes layer = f32_matrix("a.weight", 2048, 2048);
+  const std::string input = write_checkpoint(dir, "in.safetensors", {layer});
+  const FileSnapshot before = snapshot_file(input);
+  const fs::path model = dir.path() / "model";
+  fs::create_directory(model);
+  fs::copy_file(input, model / "model.safetensors");
+
+  for (const int signal_number : {SIGINT, SIGTERM}) {
+    CAPTURE(signal_number);
+    const std::string output = dir / "out.safetensors";
+    const std::string partial = kill_when_partial_appears(input, output, signal_number);
+    CHECK_FALSE(fs::exists(partial));
+    CHECK(folder_entries(dir.path()) == std::set<std::string>{"in.safetensors", "model"});
+
+    const std::string folder_partial = kill_when_partial_appears(model.string(), dir / "out", signal_number);
+    CHECK_FALSE(fs::exists(folder_partial));
+    CHECK(folder_entries(dir.path()) == std::set<std::string>{"in.safetensors", "model"});
+    CHECK(folder_entries(model) == std::set<std::string>{"model.safetensors"});
+    CHECK(snapshot_file(input) == before);
   }
 }

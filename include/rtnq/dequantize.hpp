@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -94,6 +95,9 @@ struct DequantizeOptions {
   std::string output;
   int threads = 0;  // <= 0: the OpenMP default
   bool overwrite = false;
+  // Called before each tensor is written; it may throw to stop the run, and
+  // the partial output is then removed.
+  std::function<void()> before_tensor;
 };
 
 // Writes the planned checkpoint: a file for a file input, else a folder with

@@ -2,6 +2,7 @@
 #include <memory>
 
 #include "commands.hpp"
+#include "interrupt.hpp"
 #include "progress.hpp"
 #include "rtnq/checkpoint.hpp"
 #include "rtnq/dequantize.hpp"
@@ -34,6 +35,7 @@ int run_dequantize(const DequantizeArgs& args) {
   options.output = without_trailing_separators(args.output);
   options.threads = args.threads;
   options.overwrite = args.force;
+  options.before_tensor = throw_if_interrupted;
   dequantize_checkpoint(checkpoint, plan, options);
   if (!args.quiet) {
     std::fprintf(stderr, "rtnq: dequantized %zu layers to %s: %s -> %s (%s)\n", plan.layers.size(),

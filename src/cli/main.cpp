@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 
 #include "commands.hpp"
+#include "interrupt.hpp"
 #include "rtnq/error.hpp"
 
 int main(int argc, char** argv) {
@@ -42,10 +43,14 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  install_interrupt_handlers();
   for (CommandSetup& command : commands) {
     if (!command.app->parsed()) continue;
     try {
       return command.run();
+    } catch (const Interrupted& interrupted) {
+      std::fprintf(stderr, "rtnq: %s\n", interrupted.what());
+      die_by_signal(interrupted.signal_number());
     } catch (const UsageError& error) {
       std::fprintf(stderr, "rtnq: error: %s\n", error.what());
       return 2;

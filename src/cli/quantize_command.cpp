@@ -1,6 +1,7 @@
 #include <cstdio>
 
 #include "commands.hpp"
+#include "interrupt.hpp"
 #include "progress.hpp"
 #include "rtnq/checkpoint.hpp"
 #include "rtnq/output_folder.hpp"
@@ -60,7 +61,10 @@ int run_quantize(const QuantizeArgs& args) {
 
   ProgressPrinter printer(args.quiet);
   QuantizeOutcome outcome = quantize_checkpoint(checkpoint, plan, options,
-                                                [&printer](const ProgressEvent& event) { printer(event); });
+                                                [&printer](const ProgressEvent& event) {
+                                                  printer(event);
+                                                  throw_if_interrupted();
+                                                });
   printer.finish();
   if (!args.quiet) {
     const auto& summary = outcome.report["summary"];
