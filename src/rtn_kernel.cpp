@@ -64,7 +64,7 @@ namespace {
 
 bool cpu_has_avx2() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
 }  // namespace
@@ -89,7 +89,7 @@ KernelResult quantize_matrix(const WeightMatrix& weight, const RtnParams& params
                              int threads, SimdLevel simd) {
   if (simd == SimdLevel::automatic) simd = best_simd_level();
   if (simd == SimdLevel::avx2 && !cpu_has_avx2()) {
-    throw Error("the RTN kernel cannot use AVX2: this CPU does not support it; use the SSE2 level");
+    throw Error("the RTN kernel cannot use AVX2 and FMA: this CPU lacks them; use the SSE2 level");
   }
 
   const int64_t rows = weight.out_features;

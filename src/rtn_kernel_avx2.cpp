@@ -1,6 +1,7 @@
-// The RTN kernel body for AVX2. CMakeLists.txt compiles this file alone
-// with -mavx2; rtn_kernel.cpp calls it only when the CPU supports AVX2.
-#define RTNQ_KERNEL_ARCH xsimd::avx2
+// The RTN kernel body for AVX2 with FMA. CMakeLists.txt compiles this file
+// alone with -mavx2 -mfma; rtn_kernel.cpp calls it only when the CPU
+// supports both.
+#define RTNQ_KERNEL_ARCH xsimd::fma3<xsimd::avx2>
 #include "rtn_kernel_simd.hpp"
 
 namespace rtnq::kernel_detail {

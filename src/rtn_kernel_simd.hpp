@@ -310,8 +310,11 @@ void add_weight_error(const T* x, const T* q, int64_t n, T zero, T scale, ErrorL
 
 // The fast error evaluation of the MSE search (float32 only). Each
 // candidate's error is summed over 8 fixed slots (element k goes to slot
-// k % 8) that are added in a fixed order, so every instruction set and
-// thread count gets the same sums and so the same choice.
+// k % 8) that are added in a fixed order, so every thread count gets the
+// same sums. The AVX2 body fuses multiply-adds here (xsimd::fma and fms,
+// plain multiply and add on SSE2), so its fast errors differ from SSE2's in
+// the last bits; the exact re-evaluation of close levels keeps the choice
+// the same. The codes, scales and zeros use no fused operation.
 constexpr int64_t kSlots = 8;
 
 // log2 of a positive normal float: exponent plus a degree-5 polynomial in
@@ -328,12 +331,12 @@ inline Batch<float> fast_log2(Batch<float> a) {
   exponent = xsimd::select(above, exponent + Batch<float>(1.0f), exponent);
   const Batch<float> f = mantissa - Batch<float>(1.0f);
   Batch<float> p(-0.202289264f);
-  p = p * f + Batch<float>(0.316898187f);
-  p = p * f + Batch<float>(-0.366925771f);
-  p = p * f + Batch<float>(0.479925573f);
-  p = p * f + Batch<float>(-0.721195752f);
-  p = p * f + Batch<float>(1.44270044f);
-  return exponent + f * p;
+  p = xsimd::fma(p, f, Batch<float>(0.316898187f));
+  p = xsimd::fma(p, f, Batch<float>(-0.366925771f));
+  p = xsimd::fma(p, f, Batch<float>(0.479925573f));
+  p = xsimd::fma(p, f, Batch<float>(-0.721195752f));
+  p = xsimd::fma(p, f, Batch<float>(1.44270044f));
+  return xsimd::fma(f, p, exponent);
 }
 
 // 2^z for z >= -126 (smaller z is taken as -126): 2^round(z) from the
@@ -344,11 +347,11 @@ inline Batch<float> fast_exp2(Batch<float> z) {
   const Batch<float> n = xsimd::nearbyint(z);
   const Batch<float> g = z - n;
   Batch<float> p(0.00133908634f);
-  p = p * g + Batch<float>(0.00967603192f);
-  p = p * g + Batch<float>(0.0555035711f);
-  p = p * g + Batch<float>(0.240221075f);
-  p = p * g + Batch<float>(0.693147188f);
-  p = p * g + Batch<float>(1.00000008f);
+  p = xsimd::fma(p, g, Batch<float>(0.00967603192f));
+  p = xsimd::fma(p, g, Batch<float>(0.0555035711f));
+  p = xsimd::fma(p, g, Batch<float>(0.240221075f));
+  p = xsimd::fma(p, g, Batch<float>(0.693147188f));
+  p = xsimd::fma(p, g, Batch<float>(1.00000008f));
   using Int = Batch<int32_t>;
   const Int power_bits = (xsimd::to_int(n) + Int(127)) << 23;
   return p * xsimd::bitwise_cast<Batch<float>>(power_bits);
@@ -610,7 +613,7 @@ class MatrixQuantizer {
     const Batch<float> lowest(-zero);
     const Batch<float> highest(static_cast<float>(qmax_) - zero);
     constexpr int64_t batches = kSlots / kLanes<float>;
-    constexpr int64_t check_every = 64;
+    constexpr int64_t check_every = 32;
 
     SlotSums slots;
     for (int64_t b = 0; b < batches; ++b) slots.sums[b] = Batch<float>(0.0f);
@@ -619,7 +622,7 @@ class MatrixQuantizer {
         const int64_t k = i + b * kLanes<float>;
         Batch<float> t = xsimd::nearbyint(Batch<float>::load_unaligned(x + k) * inverse);
         t = xsimd::min(xsimd::max(t, lowest), highest);
-        const Batch<float> u = xsimd::abs(t * unit - Batch<float>::load_unaligned(scaled + k));
+        const Batch<float> u = xsimd::abs(xsimd::fms(t, unit, Batch<float>::load_unaligned(scaled + k)));
         slots.sums[b] += power_(u);
       }
       if ((i + kSlots) % check_every == 0 && i + kSlots < n && slots.total() > bound) return false;

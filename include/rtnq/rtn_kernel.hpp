@@ -55,12 +55,14 @@ struct KernelResult {
 };
 
 // The SIMD instruction sets the kernel is built for. All of them give the
-// same codes, scales and zeros; only the float64 error sums may differ in
+// same codes, scales and zeros, except that the fast MSE search may choose
+// another shrink level where its error estimate is off by more than its
+// tolerance (not seen in the tests). The float64 error sums may differ in
 // their last bits, because the lanes add in another order.
 enum class SimdLevel {
   automatic,  // the widest one this CPU supports
   sse2,       // every x86-64 CPU
-  avx2,
+  avx2,       // AVX2 with FMA
 };
 
 // The widest instruction set the kernel has that this CPU supports.
