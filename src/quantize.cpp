@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <numeric>
+#include <set>
 
 #include "rtnq/error.hpp"
 #include "rtnq/output_error.hpp"
@@ -71,8 +72,13 @@ LayerResult quantize_layer(const LayerPlan& layer, const FormatOptions& options,
                 "; such a layer cannot be quantized");
   }
   if (kernel.overflowed_scale_count > 0) {
+    // Only weights near the float32 limit overflow an F32 scale, and no
+    // stored dtype holds their scale.
+    const std::string advice = options.scale_dtype == DType::F32
+                                   ? "; the weights are too close to the float32 limit to be quantized"
+                                   : "; pass --scale-dtype f32";
     throw Error(layer.layer + ": " + std::to_string(kernel.overflowed_scale_count) + " scales overflow " +
-                std::string(dtype_name(options.scale_dtype)) + "; pass --scale-dtype f32");
+                std::string(dtype_name(options.scale_dtype)) + advice);
   }
   return result;
 }
@@ -132,6 +138,22 @@ bool is_same_or_inside(const fs::path& path, const fs::path& folder) {
   return true;
 }
 
+// Throws Error unless every entry of the existing folder output has a name
+// that a new output of checkpoint also has: the input folder's file names and
+// the report. --force replaces the whole folder, so this keeps it from
+// deleting files that no rtnq run of this input put there.
+void check_replaceable_folder(const Checkpoint& checkpoint, const std::string& output) {
+  std::set<std::string> output_names = {"quantization_report.json"};
+  for (const auto& entry : fs::directory_iterator(checkpoint.path())) output_names.insert(entry.path().filename());
+  for (const auto& entry : fs::directory_iterator(output)) {
+    const std::string name = entry.path().filename();
+    if (output_names.count(name) == 0) {
+      throw Error(output + ": --force would delete " + name +
+                  ", which is not part of this input's output; remove it yourself or choose another output folder");
+    }
+  }
+}
+
 }  // namespace
 
 void check_output_path(const Checkpoint& checkpoint, const std::string& output, bool overwrite) {
@@ -160,13 +182,14 @@ void check_output_path(const Checkpoint& checkpoint, const std::string& output, 
   }
   const fs::file_status status = fs::symlink_status(output, error);
   if (fs::exists(status)) {
-    if (!overwrite) throw Error(output + ": output already exists; pass --force to replace it");
     if (checkpoint.is_directory() && !fs::is_directory(status)) {
       throw Error(output + ": exists and is not a folder; the input is a folder, so the output is one too");
     }
     if (!checkpoint.is_directory() && fs::is_directory(status)) {
       throw Error(output + ": is a folder; the input is a file, so give the output file's name");
     }
+    if (!overwrite) throw Error(output + ": output already exists; pass --force to replace it");
+    if (checkpoint.is_directory()) check_replaceable_folder(checkpoint, output);
   }
   const fs::path parent = output_path.parent_path();
   if (!parent.empty() && !fs::is_directory(parent, error)) {
@@ -191,9 +214,9 @@ void check_report_path(const Checkpoint& checkpoint, const std::string& report, 
   if (report_path == fs::weakly_canonical(output, error)) {
     throw Error(report + ": report would replace the output; choose another report path");
   }
-  if (!overwrite && fs::exists(fs::symlink_status(report, error))) {
-    throw Error(report + ": report already exists; pass --force to replace it");
-  }
+  const fs::file_status status = fs::symlink_status(report, error);
+  if (fs::is_directory(status)) throw Error(report + ": report path is a folder; give the report file's name");
+  if (!overwrite && fs::exists(status)) throw Error(report + ": report already exists; pass --force to replace it");
 }
 
 void check_quantize_outputs(const Checkpoint& checkpoint, const QuantizeOptions& options) {

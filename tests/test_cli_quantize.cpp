@@ -351,6 +351,32 @@ TEST_CASE("invalid parameters named together") {
   CHECK(folder_entries(dir.path()).empty());
 }
 
+TEST_CASE("grid and threads upper limits") {
+  TempDir dir;
+  const std::string prefix = "quantize " + shell_quote(kSample) + " -o " + shell_quote(dir / "out.safetensors");
+  const auto grid = run_rtnq(prefix + " --mse --grid 1000001");
+  CHECK(grid.exit_status == 2);
+  CHECK(is_one_error_line(grid.err));
+  CHECK(grid.err.find("invalid grid 1000001: must be an integer from 1 to 1000000") != std::string::npos);
+
+  const auto threads = run_rtnq(prefix + " --threads 1025");
+  CHECK(threads.exit_status == 2);
+  CHECK(is_one_error_line(threads.err));
+  CHECK(threads.err.find("invalid threads 1025: must be from 0 to 1024") != std::string::npos);
+  CHECK(folder_entries(dir.path()).empty());
+}
+
+TEST_CASE("selection matching nothing warns") {
+  TempDir dir;
+  const auto result = run_rtnq("quantize " + shell_quote(kSample) + " -o " + shell_quote(dir / "out.safetensors") +
+                               " --include-name nosuch");
+  CHECK(result.exit_status == 0);
+  CHECK(result.err.find("rtnq: warning: no layer passes the selection rules") != std::string::npos);
+  const SafetensorsFile input(kSample);
+  const SafetensorsFile output(dir / "out.safetensors");
+  CHECK(output.tensors().size() == input.tensors().size());
+}
+
 TEST_CASE("unknown option is a usage error") {
   TempDir dir;
   const auto result =

@@ -353,7 +353,7 @@ TEST_CASE("unwritable destination fails cleanly") {
     CAPTURE(result.err);
     CHECK(result.exit_status == 1);
     CHECK(is_one_error_line(result.err));
-    CHECK(result.err.find(output + ": cannot create output: ") != std::string::npos);
+    CHECK(result.err.find(output + ": cannot create file: ") != std::string::npos);
     CHECK_FALSE(fs::exists(output));
     CHECK_FALSE(fs::exists(output + ".report.json"));
     if (::geteuid() != 0) {
@@ -482,4 +482,53 @@ TEST_CASE("SIGINT and SIGTERM remove the partial") {
     CHECK(folder_entries(model) == std::set<std::string>{"model.safetensors"});
     CHECK(snapshot_file(input) == before);
   }
+}
+
+TEST_CASE("force keeps folders of other files") {
+  // --force replaces a folder output only when every entry in it is a name
+  // that the new output also has.
+  TempDir dir;
+  const std::string model = make_model_folder(dir.path() / "model");
+  const fs::path output = dir.path() / "out";
+  fs::create_directories(output / "sub");
+  write_file(output / "notes.txt", "keep");
+  const auto rejected = run_rtnq(quantize_command(model, output.string(), "--force"));
+  CAPTURE(rejected.err);
+  CHECK(rejected.exit_status == 1);
+  CHECK(is_one_error_line(rejected.err));
+  CHECK(rejected.err.find("--force would delete ") != std::string::npos);
+  CHECK(folder_entries(output) == std::set<std::string>{"notes.txt", "sub"});
+  CHECK(read_file(output / "notes.txt") == "keep");
+
+  // A previous output of the same input is replaced.
+  fs::remove_all(output);
+  REQUIRE(run_rtnq(quantize_command(model, output.string())).exit_status == 0);
+  const auto replaced = run_rtnq(quantize_command(model, output.string(), "--force --groupsize 32"));
+  CAPTURE(replaced.err);
+  CHECK(replaced.exit_status == 0);
+  CHECK(folder_entries(output) ==
+        std::set<std::string>{"config.json", "model.safetensors", "quantization_report.json"});
+}
+
+TEST_CASE("output and report kinds checked") {
+  TempDir dir;
+  const std::string input = dir / "in.safetensors";
+  fs::copy_file(kSample, input);
+  fs::create_directory(dir.path() / "folder");
+
+  const auto folder_output = run_rtnq(quantize_command(input, dir / "folder"));
+  CHECK(folder_output.exit_status == 1);
+  CHECK(folder_output.err.find("is a folder; the input is a file") != std::string::npos);
+
+  const auto slash = run_rtnq(quantize_command(input, dir / "new/"));
+  CHECK(slash.exit_status == 1);
+  CHECK(slash.err.find("ends in '/', but the input is a file") != std::string::npos);
+
+  const auto report_folder =
+      run_rtnq(quantize_command(input, dir / "out.safetensors", "--force --report " + shell_quote(dir / "folder")));
+  CHECK(report_folder.exit_status == 1);
+  CHECK(is_one_error_line(report_folder.err));
+  CHECK(report_folder.err.find("report path is a folder") != std::string::npos);
+  CHECK(folder_entries(dir.path()) == std::set<std::string>{"folder", "in.safetensors"});
+  CHECK(fs::is_empty(dir.path() / "folder"));
 }

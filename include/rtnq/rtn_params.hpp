@@ -7,13 +7,16 @@
 
 namespace rtnq {
 
+// Largest --grid accepted.
+inline constexpr int64_t kMaxGrid = 1000000;
+
 struct RtnParams {
   int wbits = 4;            // bits per code, 1..64
   int64_t groupsize = -1;   // -1: one group per row; else >= 1 and divides in_features
   bool sym = false;         // symmetric range with zero fixed at 2^(wbits-1)
   bool mse = false;         // search a shrunken range that minimises the norm-error
   double norm = 2.4;        // exponent of the error in the MSE search, > 0
-  int64_t grid = 100;       // shrink steps of the MSE search, >= 1
+  int64_t grid = 100;       // shrink steps of the MSE search, 1 to kMaxGrid
 };
 
 // Returns one message per invalid parameter, naming the value and the valid range.

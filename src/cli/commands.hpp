@@ -13,6 +13,11 @@
 
 namespace rtnq::cli {
 
+// Largest --threads accepted. OpenMP crashes when it cannot start the threads
+// it was asked for (100000 threads crashed it on a 2-core machine), and 1024
+// leaves room for the largest servers.
+inline constexpr int kMaxThreads = 1024;
+
 // A bad option value found after parsing; main exits with status 2.
 class UsageError : public std::runtime_error {
  public:

@@ -27,7 +27,10 @@ DType output_dtype_from(const std::string& name) {
 }
 
 int run_dequantize(const DequantizeArgs& args) {
-  if (args.threads < 0) throw UsageError("invalid threads " + std::to_string(args.threads) + ": must be 0 or more");
+  if (args.threads < 0 || args.threads > kMaxThreads) {
+    throw UsageError("invalid threads " + std::to_string(args.threads) + ": must be from 0 to " +
+                     std::to_string(kMaxThreads));
+  }
   const Checkpoint checkpoint(args.input);
   const DequantizationPlan plan = plan_dequantization(checkpoint, output_dtype_from(args.dtype));
 

@@ -4,6 +4,7 @@
 #include "interrupt.hpp"
 #include "progress.hpp"
 #include "rtnq/checkpoint.hpp"
+#include "rtnq/error.hpp"
 #include "rtnq/output_folder.hpp"
 #include "rtnq/quantize.hpp"
 
@@ -32,7 +33,10 @@ void print_dry_run(const QuantizationPlan& plan, const QuantizeArgs& args) {
 
 int run_quantize(const QuantizeArgs& args) {
   std::vector<std::string> problems = validate_rtn_params(args.params);
-  if (args.threads < 0) problems.push_back("invalid threads " + std::to_string(args.threads) + ": must be 0 or more");
+  if (args.threads < 0 || args.threads > kMaxThreads) {
+    problems.push_back("invalid threads " + std::to_string(args.threads) + ": must be from 0 to " +
+                       std::to_string(kMaxThreads));
+  }
   if (!problems.empty()) {
     std::string message;
     for (const std::string& problem : problems) message += (message.empty() ? "" : "; ") + problem;
@@ -52,7 +56,14 @@ int run_quantize(const QuantizeArgs& args) {
   options.overwrite = args.force;
 
   const Checkpoint checkpoint(args.input);
+  if (!checkpoint.is_directory() && !args.output.empty() && args.output.back() == '/') {
+    throw rtnq::Error(args.output + ": ends in '/', but the input is a file, so the output is a file too; give its name");
+  }
   const QuantizationPlan plan = plan_quantization(checkpoint, options.format);
+  if (plan.layers.empty() && !args.quiet) {
+    std::fprintf(stderr, "rtnq: warning: no layer passes the selection rules, so the output will hold the input's "
+                         "tensors unchanged; run 'rtnq inspect' with the same options to see why\n");
+  }
   if (args.dry_run) {
     check_quantize_outputs(checkpoint, options);
     print_dry_run(plan, args);
