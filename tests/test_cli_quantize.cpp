@@ -366,6 +366,16 @@ TEST_CASE("grid and threads upper limits") {
   CHECK(folder_entries(dir.path()).empty());
 }
 
+TEST_CASE("negative num-layers is a usage error") {
+  for (const std::string value : {"-1", "abc"}) {
+    CAPTURE(value);
+    const auto result = run_rtnq("inspect " + shell_quote(kSample) + " --num-layers " + value);
+    CHECK(result.exit_status == 2);
+    CHECK(result.err.find("rtnq: error: --num-layers: must be a whole number, 0 or more, found " + value) !=
+          std::string::npos);
+  }
+}
+
 TEST_CASE("selection matching nothing warns") {
   TempDir dir;
   const auto result = run_rtnq("quantize " + shell_quote(kSample) + " -o " + shell_quote(dir / "out.safetensors") +

@@ -32,7 +32,13 @@ void add_selection_options(CLI::App& command, SelectionArgs& args) {
           ->group(group);
   args.num_layers_option =
       command.add_option("--num-layers", args.num_layers, "Quantize only the first N selected layers in natural order")
-          ->check(CLI::NonNegativeNumber)
+          ->check(CLI::Validator(
+              [](const std::string& text) {
+                return !text.empty() && text.find_first_not_of("0123456789") == std::string::npos
+                           ? std::string()
+                           : "must be a whole number, 0 or more, found " + text;
+              },
+              "N >= 0"))
           ->group(group);
   args.conv1d_option =
       command.add_option("--conv1d-keyword", args.conv1d_keywords,
