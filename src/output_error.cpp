@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "rtnq/error.hpp"
 
@@ -32,6 +33,34 @@ bool is_float_dtype(DType dtype) {
 // The weight's stored shape, marked when it is a Conv1D one, stored [in, out].
 std::string weight_shape_text(const LayerPlan& layer) {
   return format_shape(layer.source->info->shape) + (layer.conv1d ? " (Conv1D, [in, out])" : "");
+}
+
+// The index of element `flat` of a row-major tensor of the given shape, as "[i, j, k]".
+std::string element_index_text(const std::vector<int64_t>& shape, uint64_t flat) {
+  std::vector<int64_t> index(shape.size());
+  for (size_t d = shape.size(); d-- > 0;) {
+    index[d] = int64_t(flat % uint64_t(shape[d]));
+    flat /= uint64_t(shape[d]);
+  }
+  return format_shape(index);
+}
+
+// Rejects NaN and Inf in a tensor of input rows, since they make the output
+// error NaN or Inf, which the report stores as null.
+void check_finite(const std::string& path, const TensorInfo& tensor, const std::byte* data) {
+  uint64_t bad_count = 0;
+  uint64_t first_bad = 0;
+  const uint64_t count = tensor.element_count();
+  for (uint64_t i = 0; i < count; ++i) {
+    if (std::isfinite(read_float_element(data, tensor.dtype, int64_t(i)))) continue;
+    if (bad_count == 0) first_bad = i;
+    bad_count += 1;
+  }
+  if (bad_count == 0) return;
+  const std::string values = bad_count == 1 ? " NaN or Inf value" : " NaN or Inf values";
+  throw Error(path + ": activations " + tensor.name + " contain " + std::to_string(bad_count) + values +
+              ", the first at index " + element_index_text(tensor.shape, first_bad) +
+              "; the output error needs finite inputs");
 }
 
 }  // namespace
@@ -106,6 +135,11 @@ void ActivationSet::check_layers(const std::vector<LayerPlan>& layers) const {
                   ", which does not fit the weight " + weight_shape_text(layer) + "; expected [rows, " +
                   std::to_string(layer.in_features) + "] or [batch, seq, " + std::to_string(layer.in_features) + "]");
     }
+    if (tensor->element_count() == 0) {
+      throw Error(path() + ": activations " + tensor->name + " have shape " + format_shape(tensor->shape) +
+                  ", which has no rows; the output error needs at least one row");
+    }
+    check_finite(path(), *tensor, file_.tensor_data(*tensor));
   }
   if (matched == 0 && !layers.empty()) {
     throw Error(path() + ": no tensor is named after one of the " + std::to_string(layers.size()) +

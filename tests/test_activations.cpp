@@ -9,11 +9,13 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "checkpoint_helpers.hpp"
+#include "rtnq/native_format.hpp"
 #include "test_support.hpp"
 
 namespace fs = std::filesystem;
@@ -255,4 +257,91 @@ TEST_CASE("activations of integer dtype rejected") {
   CHECK(is_one_error_line(result.err));
   CHECK(result.err.find("I32") != std::string::npos);
   CHECK(folder_entries(dir.path()) == std::set<std::string>{"model.safetensors", "activations.safetensors"});
+}
+
+TEST_CASE("activations with NaN or Inf rejected") {
+  struct BadCase {
+    std::string reason;
+    std::vector<int64_t> shape;
+    std::vector<std::pair<size_t, double>> bad_values;  // flat index, value
+    std::string count_text;
+    std::string index_text;
+  };
+  const double nan = std::nan("");
+  const double inf = HUGE_VAL;
+  const std::vector<BadCase> cases = {
+      {"one NaN, rows", {3, kIn}, {{10, nan}}, "contain 1 NaN or Inf", "index [1, 2]"},
+      {"NaN and -Inf, batch", {2, 2, kIn}, {{29, -inf}, {17, nan}}, "contain 2 NaN or Inf", "index [1, 0, 1]"},
+      {"Inf at first element", {1, kIn}, {{0, inf}}, "contain 1 NaN or Inf", "index [0, 0]"},
+  };
+  for (const BadCase& bad : cases) {
+    CAPTURE(bad.reason);
+    TempDir dir;
+    const fs::path model = dir.path() / "model.safetensors";
+    write_model(model);
+    size_t count = 1;
+    for (int64_t dimension : bad.shape) count *= size_t(dimension);
+    std::vector<double> x = rtnq::test::test_values(count, 61, 1.0);
+    for (const auto& [index, value] : bad.bad_values) x[index] = value;
+    const fs::path activations = dir.path() / "activations.safetensors";
+    rtnq::test::write_float_checkpoint(activations, {{"proj", DType::F32, bad.shape, x}});
+
+    for (const std::string dry_run : {"", " --dry-run"}) {
+      CAPTURE(dry_run);
+      const auto result = run_rtnq("quantize " + shell_quote(model.string()) + " -o " + shell_quote(dir / "out") +
+                                   " --activations " + shell_quote(activations.string()) + kQuantizeOptions +
+                                   dry_run);
+      CAPTURE(result.err);
+      CHECK(result.exit_status == 1);
+      CHECK(is_one_error_line(result.err));
+      CHECK(result.err.find(activations.string()) != std::string::npos);
+      CHECK(result.err.find("activations proj ") != std::string::npos);
+      CHECK(result.err.find(bad.count_text) != std::string::npos);
+      CHECK(result.err.find(bad.index_text) != std::string::npos);
+      CHECK(folder_entries(dir.path()) == std::set<std::string>{"model.safetensors", "activations.safetensors"});
+    }
+  }
+}
+
+TEST_CASE("activations without rows rejected") {
+  const std::vector<std::vector<int64_t>> shapes = {{0, kIn}, {2, 0, kIn}, {0, 3, kIn}};
+  for (const std::vector<int64_t>& shape : shapes) {
+    const std::string shape_text = rtnq::format_shape(shape);
+    CAPTURE(shape_text);
+    TempDir dir;
+    const fs::path model = dir.path() / "model.safetensors";
+    write_model(model);
+    const fs::path activations = dir.path() / "activations.safetensors";
+    rtnq::test::write_float_checkpoint(activations, {{"proj", DType::F32, shape, {}}});
+
+    for (const std::string dry_run : {"", " --dry-run"}) {
+      CAPTURE(dry_run);
+      const auto result = run_rtnq("quantize " + shell_quote(model.string()) + " -o " + shell_quote(dir / "out") +
+                                   " --activations " + shell_quote(activations.string()) + kQuantizeOptions +
+                                   dry_run);
+      CAPTURE(result.err);
+      CHECK(result.exit_status == 1);
+      CHECK(is_one_error_line(result.err));
+      CHECK(result.err.find(activations.string()) != std::string::npos);
+      CHECK(result.err.find("proj have shape " + shape_text) != std::string::npos);
+      CHECK(result.err.find("has no rows") != std::string::npos);
+      CHECK(folder_entries(dir.path()) == std::set<std::string>{"model.safetensors", "activations.safetensors"});
+    }
+  }
+}
+
+TEST_CASE("dry run checks activations shape") {
+  TempDir dir;
+  const fs::path model = dir.path() / "model.safetensors";
+  write_model(model);
+  const fs::path activations = dir.path() / "activations.safetensors";
+  rtnq::test::write_float_checkpoint(activations, {{"proj", DType::F32, {5, 7}, rtnq::test::test_values(35, 71)}});
+  const auto result = run_rtnq("quantize " + shell_quote(model.string()) + " -o " + shell_quote(dir / "out") +
+                               " --activations " + shell_quote(activations.string()) + kQuantizeOptions +
+                               " --dry-run");
+  CAPTURE(result.err);
+  CHECK(result.exit_status == 1);
+  CHECK(is_one_error_line(result.err));
+  CHECK(result.err.find("[5, 7]") != std::string::npos);
+  CHECK(result.out.empty());
 }

@@ -32,10 +32,12 @@ class ActivationSet {
   // Opens and validates the file; throws Error naming it.
   explicit ActivationSet(const std::string& path);
 
-  // Checks the tensors named after the layers: float dtype, rank 2 or 3 and
-  // last dimension in_features. Throws Error naming the file, the tensor's
-  // shape and the weight's shape; also if no layer has activations, since
-  // then the file was probably meant for another model.
+  // Checks the tensors named after the layers: float dtype, rank 2 or 3,
+  // last dimension in_features, at least one row and only finite values
+  // (which reads every value once). Throws Error naming the file, the tensor
+  // and its shape, and the weight's shape or the first non-finite index. It
+  // also throws if no layer has activations, since then the file was
+  // probably meant for another model.
   void check_layers(const std::vector<LayerPlan>& layers) const;
 
   // The output error of a layer from its stored codes, scales and zeros

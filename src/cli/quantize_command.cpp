@@ -5,6 +5,7 @@
 #include "progress.hpp"
 #include "rtnq/checkpoint.hpp"
 #include "rtnq/error.hpp"
+#include "rtnq/output_error.hpp"
 #include "rtnq/output_folder.hpp"
 #include "rtnq/quantize.hpp"
 
@@ -66,6 +67,7 @@ int run_quantize(const QuantizeArgs& args) {
   }
   if (args.dry_run) {
     check_quantize_outputs(checkpoint, options);
+    if (!options.activations_path.empty()) ActivationSet(options.activations_path).check_layers(plan.layers);
     print_dry_run(plan, args);
     return 0;
   }
