@@ -7,6 +7,7 @@
 #include <set>
 
 #include "rtnq/error.hpp"
+#include "rtnq/json_text.hpp"
 
 namespace rtnq {
 namespace fs = std::filesystem;
@@ -17,7 +18,7 @@ nlohmann::json read_json_file(const std::string& path) {
   try {
     return nlohmann::json::parse(stream);
   } catch (const nlohmann::json::exception& error) {
-    throw Error(path + ": not valid JSON: " + error.what());
+    throw Error(path + ": not valid JSON: " + json_error_text(error));
   }
 }
 

@@ -12,6 +12,7 @@
 
 #include "rtnq/error.hpp"
 #include "rtnq/half.hpp"
+#include "rtnq/json_text.hpp"
 #include "rtnq/native_format.hpp"
 #include "rtnq/output_file.hpp"
 #include "rtnq/output_folder.hpp"
@@ -299,7 +300,7 @@ StoredQuantizationConfig read_quantization_config(const SafetensorsFile& file) {
   try {
     config = nlohmann::json::parse(entry->second);
   } catch (const nlohmann::json::exception& error) {
-    throw Error(path + ": quantization_config is not valid JSON: " + error.what());
+    throw Error(path + ": quantization_config is not valid JSON: " + json_error_text(error));
   }
   if (!config.is_object()) throw Error(path + ": quantization_config is not a JSON object");
 

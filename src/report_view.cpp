@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "rtnq/error.hpp"
+#include "rtnq/json_text.hpp"
 #include "rtnq/selection.hpp"
 
 namespace rtnq {
@@ -241,7 +242,7 @@ json read_report_file(const std::string& path) {
   try {
     report = json::parse(stream);
   } catch (const json::exception& error) {
-    throw Error(path + ": the report is not valid JSON: " + error.what());
+    throw Error(path + ": the report is not valid JSON: " + json_error_text(error));
   }
   if (!report.is_object() || !report.contains("tool") || report["tool"] != "rtnq") {
     throw Error(path + ": not a report of rtnq quantize (no \"tool\": \"rtnq\")");

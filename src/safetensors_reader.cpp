@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "rtnq/error.hpp"
+#include "rtnq/json_text.hpp"
 #include "rtnq/safetensors.hpp"
 
 namespace rtnq {
@@ -97,19 +98,13 @@ json parse_strict_json(std::string_view text) {
     }
     return true;
   };
-  // nlohmann's messages read "[json.exception.parse_error.101] parse error at line 1, column 2: ...";
-  // the bracketed id means nothing to a user.
-  auto without_id = [](const std::string& message) {
-    const size_t start = message.find("] ");
-    return start == std::string::npos ? message : message.substr(start + 2);
-  };
   try {
     return json::parse(text.begin(), text.end(), callback);
   } catch (const json::parse_error& error) {
-    throw Error("header is not valid JSON: " + without_id(error.what()));
+    throw Error("header is not valid JSON: " + json_error_text(error));
   } catch (const json::out_of_range& error) {
     // A number such as 1e400 is valid JSON but overflows a double.
-    throw Error("header has a number outside the range of a double: " + without_id(error.what()));
+    throw Error("header has a number outside the range of a double: " + json_error_text(error));
   }
 }
 

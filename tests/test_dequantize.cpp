@@ -254,6 +254,7 @@ TEST_CASE("dequantize rejects other producers") {
     CHECK(result.exit_status == 1);
     CHECK(is_one_error_line(result.err));
     CHECK(result.err.find(input.string()) != std::string::npos);
+    CHECK(result.err.find("[json.exception") == std::string::npos);
     CHECK(folder_entries(dir.path()) == std::set<std::string>{"input.safetensors"});
   }
 }

@@ -274,3 +274,16 @@ TEST_CASE("index with empty weight_map") {
   rewrite_weight_map(broken, [](ordered_json& weight_map) { weight_map = ordered_json::object(); });
   check_rejected(dir, broken, {"model.safetensors.index.json", "weight_map lists no tensors"});
 }
+
+TEST_CASE("index or config not valid JSON") {
+  for (const std::string file_name : {"model.safetensors.index.json", "config.json"}) {
+    CAPTURE(file_name);
+    TempDir dir;
+    const fs::path broken = copy_of_fixture(dir, "broken");
+    write_file(broken / file_name, "{\"weight_map\": ab}");
+    check_rejected(dir, broken, {(broken / file_name).string() + ": not valid JSON: ", "line 1, column 16"});
+
+    const auto result = run_rtnq("quantize " + shell_quote(broken.string()) + " -o " + shell_quote(dir / "out"));
+    CHECK(result.err.find("[json.exception") == std::string::npos);
+  }
+}

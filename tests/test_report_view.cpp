@@ -133,6 +133,7 @@ TEST_CASE("unreadable reports rejected") {
     CHECK(is_one_error_line(result.err));
     CHECK(result.err.find(bad.path) != std::string::npos);
     CHECK(result.err.find(bad.message) != std::string::npos);
+    CHECK(result.err.find("[json.exception") == std::string::npos);
   }
 }
 

@@ -92,6 +92,7 @@ TEST_CASE("malformed headers name the problem") {
     const std::string message = open_error(path);
     CAPTURE(message);
     CHECK(message.rfind(path + ": ", 0) == 0);
+    CHECK(message.find("[json.exception") == std::string::npos);
     for (const std::string& word : bad.expected_words) {
       CAPTURE(word);
       CHECK(message.find(word) != std::string::npos);
