@@ -207,18 +207,44 @@ QuantizedMatrix stored_matrix(const DequantizedLayerPlan& layer, const StoredQua
   return matrix;
 }
 
+// Code `index` of a U8, U16, U32 or U64 array, exact at every width.
+uint64_t read_code_bits(const std::byte* base, DType dtype, int64_t index) {
+  const int bytes = dtype_bits(dtype) / 8;
+  uint64_t code = 0;
+  std::memcpy(&code, base + index * bytes, size_t(bytes));  // little-endian host, as the reader assumes
+  return code;
+}
+
+// The first in_features index of output channel `row` whose code exceeds
+// max_code, or -1 if every code fits.
+int64_t first_code_above(const QuantizedMatrix& matrix, int64_t row, uint64_t max_code) {
+  for (int64_t i = 0; i < matrix.in_features; ++i) {
+    const int64_t index = matrix.conv1d ? i * matrix.out_features + row : row * matrix.in_features + i;
+    if (read_code_bits(matrix.codes, matrix.code_dtype, index) > max_code) return i;
+  }
+  return -1;
+}
+
 // Rebuilds the layer's weight in dtype, in the stored layout of its codes.
-void rebuild_weight(const QuantizedMatrix& matrix, DType dtype, int threads, std::vector<std::byte>& buffer) {
+// Throws Error naming the file and layer if a code exceeds 2^wbits - 1,
+// since such a file was not written by rtnq quantize or was damaged.
+void rebuild_weight(const DequantizedLayerPlan& layer, const QuantizedMatrix& matrix, DType dtype, int threads,
+                    std::vector<std::byte>& buffer) {
   const int64_t rows = matrix.out_features;
   const int64_t columns = matrix.in_features;
   buffer.resize(static_cast<size_t>(rows) * static_cast<size_t>(columns) * static_cast<size_t>(dtype_bits(dtype) / 8));
   const int thread_count = threads > 0 ? threads : omp_get_max_threads();
+  const uint64_t max_code = matrix.wbits >= 64 ? UINT64_MAX : (uint64_t(1) << matrix.wbits) - 1;
+  // Per output channel, the first in_features index of a code above max_code, or -1.
+  std::vector<int64_t> bad_column(static_cast<size_t>(rows), -1);
 
 #pragma omp parallel num_threads(thread_count)
   {
     std::vector<double> values(static_cast<size_t>(columns));
 #pragma omp for schedule(static)
     for (int64_t row = 0; row < rows; ++row) {
+      bad_column[size_t(row)] = first_code_above(matrix, row, max_code);
+      if (bad_column[size_t(row)] >= 0) continue;
       dequantize_row(matrix, row, values.data());
       for (int64_t i = 0; i < columns; ++i) {
         const int64_t index = matrix.conv1d ? i * rows + row : row * columns + i;
@@ -226,6 +252,39 @@ void rebuild_weight(const QuantizedMatrix& matrix, DType dtype, int threads, std
       }
     }
   }
+
+  for (int64_t row = 0; row < rows; ++row) {
+    const int64_t column = bad_column[size_t(row)];
+    if (column < 0) continue;
+    const int64_t index = matrix.conv1d ? column * rows + row : row * columns + column;
+    const std::vector<int64_t> position = matrix.conv1d ? std::vector<int64_t>{column, row}
+                                                        : std::vector<int64_t>{row, column};
+    throw Error(layer.file->path() + ": layer " + layer.layer + " has code " +
+                std::to_string(read_code_bits(matrix.codes, matrix.code_dtype, index)) + " at " +
+                format_shape(position) + " of " + layer.codes->name + ", above " + std::to_string(max_code) +
+                ", the maximum for wbits " + std::to_string(matrix.wbits));
+  }
+}
+
+// The value of config.json's "torch_dtype" for a weight dtype.
+const char* torch_dtype_name(DType dtype) {
+  switch (dtype) {
+    case DType::F16:
+      return "float16";
+    case DType::BF16:
+      return "bfloat16";
+    default:
+      return "float32";
+  }
+}
+
+// Sets "torch_dtype", where the config has it, to the dtype of the rebuilt
+// weights, in place so the key order stays.
+std::string with_torch_dtype(const std::string& config_text, DType dtype) {
+  nlohmann::ordered_json config = nlohmann::ordered_json::parse(config_text);
+  if (!config.contains("torch_dtype")) return config_text;
+  config["torch_dtype"] = torch_dtype_name(dtype);
+  return config.dump(2) + "\n";
 }
 
 void write_text_file(AtomicOutputFile& file, const std::string& text) {
@@ -250,7 +309,7 @@ void write_folder_files(const Checkpoint& checkpoint, const DequantizationPlan& 
   if (checkpoint.config()) {
     const std::string config_path = (fs::path(checkpoint.path()) / kConfigName).string();
     files.push_back(std::make_unique<AtomicOutputFile>(target.path_of(kConfigName), true));
-    write_text_file(*files.back(), rewritten_config_text(config_path, std::nullopt));
+    write_text_file(*files.back(), with_torch_dtype(rewritten_config_text(config_path, std::nullopt), plan.dtype));
   }
   if (checkpoint.index() || plan.files.size() > 1) {
     const nlohmann::json* input_index = checkpoint.index() ? &*checkpoint.index() : nullptr;
@@ -457,7 +516,7 @@ void dequantize_checkpoint(const Checkpoint& checkpoint, const DequantizationPla
         continue;
       }
       const DequantizedLayerPlan& layer = plan.layers[file_plan.layer_indices[k]];
-      rebuild_weight(stored_matrix(layer, plan.config), plan.dtype, options.threads, buffer);
+      rebuild_weight(layer, stored_matrix(layer, plan.config), plan.dtype, options.threads, buffer);
       out.write_at(buffer.data(), buffer.size(), offset);
       for (const TensorInfo* tensor : {layer.codes, layer.scales, layer.zeros}) input.release(*tensor);
     }

@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -199,9 +200,11 @@ TEST_CASE("dequantize folder matches yardstick") {
     }
     CHECK(index["metadata"]["total_size"] == tensor_bytes);
 
-    // config.json is the input's again, without quantization_config.
-    CHECK(ordered_json::parse(read_file(rebuilt / "config.json")) ==
-          ordered_json::parse(read_file(kSharded / "config.json")));
+    // config.json is the input's again, without quantization_config and
+    // with the rebuilt weights' torch_dtype.
+    ordered_json expected_config = ordered_json::parse(read_file(kSharded / "config.json"));
+    expected_config["torch_dtype"] = round.output_dtype == "f32" ? "float32" : "float16";
+    CHECK(ordered_json::parse(read_file(rebuilt / "config.json")) == expected_config);
     CHECK(read_file(rebuilt / "tokenizer.json") == read_file(kSharded / "tokenizer.json"));
     CHECK(read_file(rebuilt / "README.md") == read_file(kSharded / "README.md"));
   }
@@ -322,4 +325,65 @@ TEST_CASE("dequantize rejects inconsistent layer") {
     CHECK(result.err.find(bad.message) != std::string::npos);
     CHECK(folder_entries(dir.path()) == std::set<std::string>{"input.safetensors"});
   }
+}
+
+TEST_CASE("dequantize sets config torch_dtype") {
+  // The fixture's config.json has "torch_dtype": "float16" as its last key.
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"", "bfloat16"}, {" --dtype bf16", "bfloat16"}, {" --dtype f32", "float32"}, {" --dtype f16", "float16"}};
+  TempDir dir;
+  const fs::path quantized = dir.path() / "q";
+  const auto quantize =
+      run_rtnq("quantize " + shell_quote(kSharded.string()) + " -o " + shell_quote(quantized.string()) + " --quiet");
+  CAPTURE(quantize.err);
+  REQUIRE(quantize.exit_status == 0);
+
+  const ordered_json input_config = ordered_json::parse(read_file(kSharded / "config.json"));
+  std::vector<std::string> input_keys;
+  for (const auto& item : input_config.items()) input_keys.push_back(item.key());
+
+  for (size_t k = 0; k < cases.size(); ++k) {
+    const auto& [option, torch_dtype] = cases[k];
+    CAPTURE(option);
+    const fs::path rebuilt = dir.path() / ("dq" + std::to_string(k));
+    const auto dequantize = run_rtnq("dequantize " + shell_quote(quantized.string()) + " -o " +
+                                     shell_quote(rebuilt.string()) + option + " --quiet");
+    CAPTURE(dequantize.err);
+    REQUIRE(dequantize.exit_status == 0);
+
+    const ordered_json config = ordered_json::parse(read_file(rebuilt / "config.json"));
+    CHECK(config["torch_dtype"] == torch_dtype);
+    std::vector<std::string> keys;
+    for (const auto& item : config.items()) keys.push_back(item.key());
+    CHECK(keys == input_keys);
+  }
+}
+
+TEST_CASE("dequantize rejects code above wbits") {
+  // quantization_config sets wbits 2, so codes may be 0 to 3, but the codes
+  // of "l" reach 15. Scale 1 and zero 0 would rebuild them without complaint.
+  const std::string config = R"({"quant_method": "rtn", "format": "native", "wbits": 2, "groupsize": -1,)"
+                             R"( "sym": false, "mse": false, "norm": 2.4, "grid": 100, "scale_dtype": "f16",)"
+                             R"( "producer": "rtnq 0.1.0", "conv1d_layers": []})";
+  // Codes [3, 4] U8: row 1, column 2 is the first above 3 in row-major order.
+  const std::string codes = std::string{0, 1, 2, 3} + std::string{3, 2, 15, 9} + std::string{1, 1, 1, 12};
+  const std::string one_f16 = std::string{0x00, 0x3c};  // 1.0 as F16, little-endian
+  const std::string zero_f16 = std::string(2, '\0');
+  ordered_json header = ordered_json::object();
+  header["__metadata__"] = {{"quantization_config", config}};
+  header["l.quantized_weight"] = {{"dtype", "U8"}, {"shape", {3, 4}}, {"data_offsets", {0, 12}}};
+  header["l.scale"] = {{"dtype", "F16"}, {"shape", {3, 1}}, {"data_offsets", {12, 18}}};
+  header["l.zero"] = {{"dtype", "F16"}, {"shape", {3, 1}}, {"data_offsets", {18, 24}}};
+
+  TempDir dir;
+  const std::string input = rtnq::test::write_safetensors(
+      dir, "input.safetensors", header.dump(), codes + one_f16 + one_f16 + one_f16 + zero_f16 + zero_f16 + zero_f16);
+  const auto result = run_rtnq("dequantize " + shell_quote(input) + " -o " + shell_quote(dir / "dq.safetensors"));
+  CAPTURE(result.err);
+  CHECK(result.exit_status == 1);
+  CHECK(is_one_error_line(result.err));
+  CHECK(result.err.find(input) != std::string::npos);
+  CHECK(result.err.find("layer l has code 15 at [1, 2] of l.quantized_weight") != std::string::npos);
+  CHECK(result.err.find("above 3, the maximum for wbits 2") != std::string::npos);
+  CHECK(folder_entries(dir.path()) == std::set<std::string>{"input.safetensors"});
 }

@@ -102,7 +102,9 @@ struct DequantizeOptions {
 
 // Writes the planned checkpoint: a file for a file input, else a folder with
 // the same shard names, the other files copied, config.json without
-// quantization_config and a rewritten index. The same safety rules as for
+// quantization_config and with torch_dtype (if present) naming the rebuilt
+// dtype, and a rewritten index. Throws Error naming the layer if a code
+// exceeds 2^wbits - 1. The same safety rules as for
 // quantize apply: nothing appears under the output name unless all succeeded.
 void dequantize_checkpoint(const Checkpoint& checkpoint, const DequantizationPlan& plan,
                            const DequantizeOptions& options);
