@@ -46,7 +46,16 @@ AtomicOutputFile::AtomicOutputFile(const std::string& final_path, bool overwrite
   // beside a file output.
   remove_stale_partials(final_path);
   fd_ = ::open(partial_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd_ < 0) throw Error(final_path + ": cannot create output: " + std::strerror(errno));
+  if (fd_ < 0) {
+    const int open_errno = errno;
+    std::string message = final_path + ": cannot create file: " + std::strerror(open_errno);
+    const std::filesystem::path folder = std::filesystem::path(final_path).parent_path();
+    std::error_code ignored;
+    if (open_errno == ENOENT && !folder.empty() && !std::filesystem::exists(folder, ignored)) {
+      message += " (folder " + folder.string() + " does not exist)";
+    }
+    throw Error(message);
+  }
 }
 
 AtomicOutputFile::~AtomicOutputFile() {

@@ -235,6 +235,10 @@ const json* find_layer(const json& report, const std::string& name) {
 
 json read_report_file(const std::string& path) {
   std::error_code error;
+  if (std::filesystem::is_directory(path, error)) {
+    throw Error(path + ": is a folder, not a report file; give the report's path, such as " +
+                (std::filesystem::path(path) / "quantization_report.json").string());
+  }
   if (!std::filesystem::is_regular_file(path, error)) throw Error(path + ": report not found");
   std::ifstream stream(path, std::ios::binary);
   if (!stream) throw Error(path + ": cannot open the report");

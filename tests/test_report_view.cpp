@@ -124,6 +124,7 @@ TEST_CASE("unreadable reports rejected") {
       {dir / "absent.json", "not found"},
       {dir / "empty.json", "not a report of rtnq quantize"},
       {dir / "broken.json", "not valid JSON"},
+      {dir.path().string(), "is a folder, not a report file"},
   };
   for (const BadCase& bad : cases) {
     CAPTURE(bad.path);

@@ -371,6 +371,18 @@ TEST_CASE("unwritable destination fails cleanly") {
     CHECK(result.err.find(output + ": " + (dir / "not-a-folder") + " is not a folder") != std::string::npos);
     CHECK(read_file(dir / "not-a-folder") == "text");
   }
+  SUBCASE("report in missing folder") {
+    const std::string output = dir / "out.safetensors";
+    const std::string report = dir / "nodir/r.json";
+    const auto result = run_rtnq(quantize_command(input, output, "--report " + shell_quote(report)));
+    CAPTURE(result.err);
+    CHECK(result.exit_status == 1);
+    CHECK(is_one_error_line(result.err));
+    CHECK(result.err.find(report + ": cannot create file: No such file or directory (folder " + (dir / "nodir") +
+                          " does not exist)") != std::string::npos);
+    CHECK(result.err.find("output") == std::string::npos);
+    CHECK(folder_entries(dir.path()) == std::set<std::string>{"in.safetensors"});
+  }
   CHECK(snapshot_file(input) == before);
 }
 
