@@ -14,10 +14,11 @@ Quantizes each INPUT (a model folder or a .safetensors file) with
 base name. A single INPUT folder that holds no checkpoint itself is read as a
 parent folder: each of its subfolders holding *.safetensors is one input.
 
-An input is skipped when its report already exists (OUTPUT_ROOT/NAME/
-quantization_report.json, or OUTPUT_ROOT/NAME.report.json for a file):
-rtnq renames an output into place only when it is complete, and writes the
-report last. Pass --force among the rtnq options to redo every input.
+An input is skipped when its report exists and 'rtnq report' can read it
+(OUTPUT_ROOT/NAME/quantization_report.json, or OUTPUT_ROOT/NAME.report.json
+for a file): rtnq renames an output into place only when it is complete, and
+writes the report last. An output without a readable report is redone. Pass
+--force among the rtnq options to redo every input.
 
 Options:
   -o, --output-root DIR   folder for the outputs; created if missing
@@ -124,7 +125,23 @@ for input in "${inputs[@]}"; do
   names+=("$name")
 done
 
-mkdir -p "$output_root" || exit 1
+# The output root is checked before it is made, so a rejected run leaves
+# nothing behind.
+if [[ -e $output_root && ! -d $output_root ]]; then
+  usage_error "output root $output_root exists and is not a folder"
+fi
+root_path=$(realpath -m -- "$output_root")
+for input in "${inputs[@]}"; do
+  [[ -d $input ]] || continue
+  input_path=$(realpath -- "$input")
+  if [[ $root_path == "$input_path" || $root_path == "$input_path"/* ]]; then
+    usage_error "output root $output_root is inside the input folder $input; choose a folder outside it"
+  fi
+done
+if ! mkdir_error=$(mkdir -p -- "$output_root" 2>&1); then
+  echo "quantize-all: error: cannot create output root $output_root: ${mkdir_error##*: }" >&2
+  exit 1
+fi
 log=$(mktemp "${TMPDIR:-/tmp}/quantize-all.XXXXXX") || exit 1
 trap 'rm -f "$log"' EXIT
 
@@ -140,7 +157,7 @@ for index in "${!inputs[@]}"; do
   output=$output_root/$name
   if [[ -d $input ]]; then report=$output/quantization_report.json; else report=$output.report.json; fi
 
-  if [[ $redo == false && -f $report ]]; then
+  if [[ $redo == false && -f $report ]] && "$rtnq" report "$report" --summary-only >/dev/null 2>&1; then
     echo "quantize-all: [$((index + 1))/${#inputs[@]}] $name: output complete, skipped" >&2
     statuses+=(skipped)
     seconds+=(-)
@@ -149,9 +166,12 @@ for index in "${!inputs[@]}"; do
 
   # rtnq renames a file output into place before it writes the report, so an
   # output without its report is what a run stopped between the two left.
-  # It is redone.
+  # It is redone, as is an output whose report rtnq cannot read.
   force=()
-  if [[ $redo == false && -e $output ]]; then
+  if [[ $redo == false && -e $report ]]; then
+    echo "quantize-all: $report is not a readable report; quantizing $name again" >&2
+    force=(--force)
+  elif [[ $redo == false && -e $output ]]; then
     echo "quantize-all: $output has no report; quantizing $name again" >&2
     force=(--force)
   fi

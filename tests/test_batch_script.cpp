@@ -198,3 +198,79 @@ TEST_CASE("batch script usage errors") {
     CHECK(!fs::exists(dir / "out"));
   }
 }
+
+TEST_CASE("batch script redoes unreadable report") {
+  // Both outputs exist, but their reports are not reports rtnq can read.
+  TempDir dir;
+  const fs::path models = make_models(dir);
+  const fs::path output_root = dir.path() / "out";
+  fs::create_directories(output_root / "alpha");
+  rtnq::test::write_file(output_root / "alpha/model.safetensors", "left by a stopped run");
+  rtnq::test::write_file(output_root / "alpha/quantization_report.json", "garbage");
+  rtnq::test::write_file(output_root / "model.safetensors", "left by a stopped run");
+  rtnq::test::write_file(output_root / "model.safetensors.report.json", "{\"tool\": \"rtnq\"}");
+  const std::string file_input = (kTestdata / "sample/model.safetensors").string();
+
+  const auto result = run_script("-o " + shell_quote(output_root.string()) + " " +
+                                 shell_quote((models / "alpha").string()) + " " + shell_quote(file_input) +
+                                 " -- --quiet");
+  CAPTURE(result.out);
+  CAPTURE(result.err);
+  CHECK(result.exit_status == 0);
+  CHECK(result.err.find("quantization_report.json is not a readable report; quantizing alpha again") !=
+        std::string::npos);
+  CHECK(result.err.find("model.safetensors.report.json is not a readable report; quantizing model.safetensors "
+                        "again") != std::string::npos);
+  CHECK(read_file(output_root / "alpha/model.safetensors") != "left by a stopped run");
+  CHECK(read_file(output_root / "model.safetensors") != "left by a stopped run");
+  const std::map<std::string, TableRow> rows = table_rows(result.out);
+  REQUIRE(rows.size() == 2);
+  check_good_row(rows.at("alpha"), output_root / "alpha/quantization_report.json", "done");
+  check_good_row(rows.at("model.safetensors"), output_root / "model.safetensors.report.json", "done");
+}
+
+TEST_CASE("batch script rejects output root that is a file") {
+  TempDir dir;
+  const fs::path models = make_models(dir);
+  rtnq::test::write_file(dir.path() / "out", "a file");
+  const auto result = run_script("-o " + shell_quote(dir / "out") + " " + shell_quote(models.string()));
+  CAPTURE(result.err);
+  CHECK(result.exit_status == 2);
+  CHECK(result.err.rfind("quantize-all: error: output root " + (dir / "out") + " exists and is not a folder\n", 0) ==
+        0);
+  CHECK(result.err.find("mkdir") == std::string::npos);
+  CHECK(read_file(dir.path() / "out") == "a file");
+
+  // A file in place of a folder above the output root: mkdir fails.
+  const auto below_file = run_script("-o " + shell_quote(dir / "out/sub") + " " + shell_quote(models.string()));
+  CAPTURE(below_file.err);
+  CHECK(below_file.exit_status == 1);
+  CHECK(below_file.err == "quantize-all: error: cannot create output root " + (dir / "out/sub") +
+                              ": Not a directory\n");
+  CHECK(read_file(dir.path() / "out") == "a file");
+}
+
+TEST_CASE("batch script rejects output root inside input") {
+  TempDir dir;
+  const fs::path models = make_models(dir);
+  const std::set<std::string> alpha_before = folder_entries(models / "alpha");
+  struct InsideCase {
+    std::string output_root;
+    std::string inputs;
+  };
+  const std::vector<InsideCase> cases = {
+      {(models / "alpha/quantized").string(), shell_quote((models / "alpha").string())},
+      {(models / "alpha").string() + "/./q/r", shell_quote((models / "beta").string()) + " " +
+                                                   shell_quote((models / "alpha").string() + "/")},
+      {(models / "alpha").string(), shell_quote((models / "alpha").string())},
+  };
+  for (const InsideCase& inside : cases) {
+    CAPTURE(inside.output_root);
+    const auto result = run_script("-o " + shell_quote(inside.output_root) + " " + inside.inputs + " -- --quiet");
+    CAPTURE(result.err);
+    CHECK(result.exit_status == 2);
+    CHECK(result.err.rfind("quantize-all: error: output root " + inside.output_root + " is inside the input folder ",
+                           0) == 0);
+    CHECK(folder_entries(models / "alpha") == alpha_before);
+  }
+}
