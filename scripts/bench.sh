@@ -111,6 +111,7 @@ measure() {
     printf '%-34s skipped (0 runs)\n' "$name"
     return
   fi
+
   for ((i = 1 - warmup; i <= count; i++)); do
     cat "$input" >/dev/null
     out=$data/out-$i.safetensors
@@ -124,6 +125,7 @@ measure() {
     fi
     rm -f "$out" "$out.report.json"
   done
+
   local sorted median low high
   sorted=$(printf '%s\n' "${walls[@]}" | sort -g)
   median=$(echo "$sorted" | sed -n "$(((${#walls[@]} + 1) / 2))p")
@@ -148,7 +150,7 @@ print_machine() {
     "Release ($(grep -E '^CMAKE_CXX_FLAGS_RELEASE:' "$build/CMakeCache.txt" | cut -d= -f2) -ffp-contract=off)," \
     "RTNQ_NATIVE=$(grep -E '^RTNQ_NATIVE:' "$build/CMakeCache.txt" | cut -d= -f2);" \
     "kernel built for SSE2 and AVX2, this CPU runs: $("$build/rtnq-bench-kernel" --print-simd-level)"
-  echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), rtnq commit $(git -C "$repo" rev-parse --short HEAD)"
+  echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), rtnq commit $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 }
 
 if ((huge)); then

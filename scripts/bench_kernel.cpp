@@ -177,7 +177,7 @@ int run(const Options& options) {
   mse_params.mse = true;
   const double mse_seconds = median_seconds(
       std::max(1, options.repeats / 3), [&] { rtnq::quantize_matrix(weight, mse_params, out, 2); });
-  std::printf("%-26s %10.1f %12.1f %12.2fx plain RTN at 2 threads\n", "MSE grid 100, 2 threads", mse_seconds * 1e3,
+  std::printf("%-26s %10.1f %12.1f %12.2fx the plain kernel at 2 threads\n", "MSE grid 100, 2 threads", mse_seconds * 1e3,
               parameters / mse_seconds / 1e6, mse_seconds / best_two);
   return 0;
 }
