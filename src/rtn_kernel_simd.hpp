@@ -2,9 +2,11 @@
 // rtn_kernel_<isa>.cpp includes this file once, compiled with that set's
 // flags, and defines RTNQ_KERNEL_ARCH to the xsimd architecture first.
 //
-// Everything here sits in an anonymous namespace and avoids standard library
-// templates, so that no function compiled for a wider instruction set can
-// replace the baseline's copy of a shared inline function at link time.
+// Everything here sits in an anonymous namespace and uses no standard
+// containers or std::function, so that no out-of-line function compiled for
+// a wider instruction set can replace the baseline's copy of a shared inline
+// function at link time. NOTE: only review keeps it so. The few <cmath>
+// inline functions used here are expanded in place at -O2 and above.
 #pragma once
 
 #include <omp.h>
