@@ -8,6 +8,7 @@
 #include <map>
 
 #include "rtnq/error.hpp"
+#include "rtnq/json_text.hpp"
 #include "rtnq/output_file.hpp"
 
 namespace rtnq {
@@ -104,7 +105,7 @@ std::string rewritten_config_text(const std::string& config_path,
   try {
     config = nlohmann::ordered_json::parse(stream);
   } catch (const nlohmann::json::exception& error) {
-    throw Error(config_path + ": not valid JSON: " + error.what());
+    throw Error(config_path + ": not valid JSON: " + json_error_text(error));
   }
   if (!config.is_object()) throw Error(config_path + ": must be a JSON object");
 

@@ -216,6 +216,11 @@ void check_report_path(const Checkpoint& checkpoint, const std::string& report, 
   }
   const fs::file_status status = fs::symlink_status(report, error);
   if (fs::is_directory(status)) throw Error(report + ": report path is a folder; give the report file's name");
+  // A report inside a folder output is written after the folder is made.
+  const fs::path parent = report_path.parent_path();
+  if (!parent.empty() && parent != fs::weakly_canonical(output, error) && !fs::is_directory(parent, error)) {
+    throw Error(report + ": cannot write the report, the folder " + parent.string() + " does not exist");
+  }
   if (!overwrite && fs::exists(status)) throw Error(report + ": report already exists; pass --force to replace it");
 }
 

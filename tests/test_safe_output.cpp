@@ -378,9 +378,12 @@ TEST_CASE("unwritable destination fails cleanly") {
     CAPTURE(result.err);
     CHECK(result.exit_status == 1);
     CHECK(is_one_error_line(result.err));
-    CHECK(result.err.find(report + ": cannot create file: No such file or directory (folder " + (dir / "nodir") +
-                          " does not exist)") != std::string::npos);
-    CHECK(result.err.find("output") == std::string::npos);
+    // Found before any layer is quantized, in a dry run too.
+    CHECK(result.err.find(report + ": cannot write the report, the folder " + (dir / "nodir") + " does not exist") !=
+          std::string::npos);
+    const auto dry_run = run_rtnq(quantize_command(input, output, "--dry-run --report " + shell_quote(report)));
+    CHECK(dry_run.exit_status == 1);
+    CHECK(dry_run.err == result.err);
     CHECK(folder_entries(dir.path()) == std::set<std::string>{"in.safetensors"});
   }
   CHECK(snapshot_file(input) == before);
