@@ -92,6 +92,8 @@ while (($# > 0)); do
 done
 
 [[ -n $output_root ]] || usage_error "missing -o OUTPUT_ROOT"
+# "out/" and "out" name the same folder; without the slash, paths read "out/NAME".
+[[ $output_root == / ]] || output_root=${output_root%/}
 ((${#inputs[@]} > 0)) || usage_error "missing INPUT"
 redo=false
 for option in ${rtnq_options[@]+"${rtnq_options[@]}"}; do
