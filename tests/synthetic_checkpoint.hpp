@@ -41,20 +41,6 @@ inline std::string write_checkpoint(const TempDir& dir, const std::string& file_
   return write_safetensors(dir, file_name, header.dump(), data);
 }
 
-inline std::set<std::string> folder_entries(const std::filesystem::path& folder) {
-  std::set<std::string> names;
-  for (const auto& entry : std::filesystem::directory_iterator(folder)) {
-    names.insert(entry.path().filename().string());
-  }
-  return names;
-}
-
-// True if text is exactly one line starting "rtnq: error: ".
-inline bool is_one_error_line(const std::string& text) {
-  return text.rfind("rtnq: error: ", 0) == 0 && text.back() == '\n' &&
-         std::count(text.begin(), text.end(), '\n') == 1;
-}
-
 // A file's bytes and modification time, to show a run left it untouched.
 struct FileSnapshot {
   std::string bytes;

@@ -21,6 +21,8 @@
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 using rtnq::DType;
+using rtnq::test::folder_entries;
+using rtnq::test::is_one_error_line;
 using rtnq::test::FloatTensor;
 using rtnq::test::read_file;
 using rtnq::test::run_rtnq;
@@ -87,17 +89,6 @@ const json& report_layer(const json& report, const std::string& name) {
     if (layer["name"] == name) return layer;
   }
   throw std::runtime_error("report has no layer " + name);
-}
-
-bool is_one_error_line(const std::string& text) {
-  return text.rfind("rtnq: error: ", 0) == 0 && text.back() == '\n' &&
-         std::count(text.begin(), text.end(), '\n') == 1;
-}
-
-std::set<std::string> folder_entries(const fs::path& folder) {
-  std::set<std::string> names;
-  for (const auto& entry : fs::directory_iterator(folder)) names.insert(entry.path().filename().string());
-  return names;
 }
 
 // A model of two linear layers, of which only "proj" gets activations.

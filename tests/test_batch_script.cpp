@@ -16,6 +16,7 @@
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+using rtnq::test::folder_entries;
 using rtnq::test::read_file;
 using rtnq::test::run_command;
 using rtnq::test::shell_quote;
@@ -29,12 +30,6 @@ const std::string kScript = std::string(RTNQ_SOURCE_DIR) + "/scripts/quantize-al
 // Runs the script with the rtnq under test found through $RTNQ.
 rtnq::test::CommandResult run_script(const std::string& arguments) {
   return run_command("RTNQ=" + shell_quote(RTNQ_BINARY) + " bash " + shell_quote(kScript) + " " + arguments);
-}
-
-std::set<std::string> folder_entries(const fs::path& folder) {
-  std::set<std::string> names;
-  for (const auto& entry : fs::directory_iterator(folder)) names.insert(entry.path().filename().string());
-  return names;
 }
 
 // One row of the closing table: checkpoint, status, seconds, size ratio, mean relative error.

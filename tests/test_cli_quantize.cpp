@@ -23,6 +23,8 @@ using json = nlohmann::json;
 using rtnq::DType;
 using rtnq::SafetensorsFile;
 using rtnq::TensorInfo;
+using rtnq::test::folder_entries;
+using rtnq::test::is_one_error_line;
 using rtnq::test::run_rtnq;
 using rtnq::test::shell_quote;
 using rtnq::test::TempDir;
@@ -78,18 +80,6 @@ std::string metadata_value(const SafetensorsFile& file, const std::string& key) 
 
 std::string tensor_bytes(const SafetensorsFile& file, const TensorInfo& tensor) {
   return std::string(reinterpret_cast<const char*>(file.tensor_data(tensor)), tensor.byte_size());
-}
-
-// Names of the entries of a folder.
-std::set<std::string> folder_entries(const fs::path& folder) {
-  std::set<std::string> names;
-  for (const auto& entry : fs::directory_iterator(folder)) names.insert(entry.path().filename().string());
-  return names;
-}
-
-bool is_one_error_line(const std::string& text) {
-  return text.rfind("rtnq: error: ", 0) == 0 && !text.empty() && text.back() == '\n' &&
-         std::count(text.begin(), text.end(), '\n') == 1;
 }
 
 // A quantization run and what its output must look like.

@@ -23,6 +23,8 @@ using ordered_json = nlohmann::ordered_json;
 using rtnq::DType;
 using rtnq::SafetensorsFile;
 using rtnq::TensorInfo;
+using rtnq::test::folder_entries;
+using rtnq::test::is_one_error_line;
 using rtnq::test::read_file;
 using rtnq::test::run_rtnq;
 using rtnq::test::shell_quote;
@@ -34,17 +36,6 @@ const fs::path kSample = fs::path(RTNQ_SOURCE_DIR) / "testdata/sample/model.safe
 const fs::path kSharded = fs::path(RTNQ_SOURCE_DIR) / "testdata/sharded";
 const std::vector<std::string> kShards = {"model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
                                           "model-00003-of-00003.safetensors"};
-
-std::set<std::string> folder_entries(const fs::path& folder) {
-  std::set<std::string> names;
-  for (const auto& entry : fs::directory_iterator(folder)) names.insert(entry.path().filename().string());
-  return names;
-}
-
-bool is_one_error_line(const std::string& text) {
-  return text.rfind("rtnq: error: ", 0) == 0 && text.back() == '\n' &&
-         std::count(text.begin(), text.end(), '\n') == 1;
-}
 
 // The 2-D *.weight tensors that the default rules quantize in the fixtures.
 bool is_quantized_weight(const TensorInfo& tensor) {

@@ -13,6 +13,7 @@
 #include "test_support.hpp"
 
 namespace fs = std::filesystem;
+using rtnq::test::is_one_error_line;
 using rtnq::test::read_file;
 using rtnq::test::run_rtnq;
 using rtnq::test::shell_quote;
@@ -29,11 +30,6 @@ size_t widest_line(const std::string& text) {
   size_t widest = 0;
   for (std::string line; std::getline(lines, line);) widest = std::max(widest, line.size());
   return widest;
-}
-
-bool is_one_error_line(const std::string& text) {
-  return text.rfind("rtnq: error: ", 0) == 0 && text.back() == '\n' &&
-         std::count(text.begin(), text.end(), '\n') == 1;
 }
 
 }  // namespace

@@ -5,11 +5,13 @@
 #include <stdlib.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -43,6 +45,21 @@ inline void write_file(const std::filesystem::path& path, const std::string& byt
   std::ofstream stream(path, std::ios::binary | std::ios::trunc);
   stream.write(bytes.data(), std::streamsize(bytes.size()));
   if (!stream) throw std::runtime_error("write failed: " + path.string());
+}
+
+// The names of the entries of folder, hidden ones included.
+inline std::set<std::string> folder_entries(const std::filesystem::path& folder) {
+  std::set<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(folder)) {
+    names.insert(entry.path().filename().string());
+  }
+  return names;
+}
+
+// True if text is exactly one line starting "rtnq: error: ".
+inline bool is_one_error_line(const std::string& text) {
+  return !text.empty() && text.rfind("rtnq: error: ", 0) == 0 && text.back() == '\n' &&
+         std::count(text.begin(), text.end(), '\n') == 1;
 }
 
 inline std::string read_file(const std::filesystem::path& path) {
