@@ -44,6 +44,10 @@ class AtomicOutputFile {
   const std::string& partial_path() const { return partial_path_; }
 
  private:
+  // Ranges shorter than this are left to the kernel's own writeback.
+  static constexpr uint64_t kWritebackMinBytes = 64 << 10;
+
+  void start_writeback(uint64_t offset, uint64_t length);
   // Copies every byte of the range, holes included.
   void copy_range(int in_fd, uint64_t in_offset, uint64_t length, uint64_t offset);
   // Grows the file to length bytes if it is shorter.
