@@ -20,8 +20,11 @@ DType scale_dtype_from(const std::string& name) {
 
 void print_dry_run(const QuantizationPlan& plan, const QuantizeArgs& args) {
   for (const LayerPlan& layer : plan.layers) {
-    std::printf("quantize %-56s [%lld, %lld]%s\n", layer.layer.c_str(), static_cast<long long>(layer.out_features),
-                static_cast<long long>(layer.in_features), layer.conv1d ? " Conv1D" : "");
+    // The stored shape, as inspect and the report show it: [in, out] for Conv1D.
+    const int64_t first = layer.conv1d ? layer.in_features : layer.out_features;
+    const int64_t second = layer.conv1d ? layer.out_features : layer.in_features;
+    std::printf("quantize %-56s [%lld, %lld]%s\n", layer.layer.c_str(), static_cast<long long>(first),
+                static_cast<long long>(second), layer.conv1d ? " Conv1D" : "");
   }
   for (const TensorVerdict& verdict : plan.verdicts) {
     if (!verdict.quantize) std::printf("%-65s %s\n", verdict.reason.substr(0, 4).c_str(), verdict.tensor.c_str());
