@@ -202,3 +202,34 @@ TEST_CASE("capp-gpt2 Conv1D layers per column") {
     CHECK(rtnq::test::float_values(rebuilt_file, weight) == rtnq::test::transposed(expected.dequantized, 192, 64));
   }
 }
+
+namespace {
+
+// The line of text that contains key, or "" when none does.
+std::string line_of(const std::string& text, const std::string& key) {
+  const size_t found = text.find(key);
+  if (found == std::string::npos) return "";
+  const size_t start = text.rfind('\n', found) == std::string::npos ? 0 : text.rfind('\n', found) + 1;
+  return text.substr(start, text.find('\n', found) - start);
+}
+
+}  // namespace
+
+TEST_CASE("Conv1D logs show stored shape") {
+  // capp-gpt2's c_fc.weight is stored [in, out] = [64, 256]; inspect and the
+  // report show that shape, and so must the dry run and the progress lines.
+  TempDir dir;
+  const std::string output = dir / "out";
+  const auto dry_run = run_rtnq("quantize " + shell_quote(kCappGpt2.string()) + " -o " + shell_quote(output) +
+                                " --dry-run");
+  CAPTURE(dry_run.err);
+  REQUIRE(dry_run.exit_status == 0);
+  CHECK(line_of(dry_run.out, "quantize transformer.h.0.mlp.c_fc ").find("[64, 256] Conv1D") != std::string::npos);
+  CHECK(line_of(dry_run.out, "quantize transformer.h.0.mlp.c_proj ").find("[256, 64] Conv1D") != std::string::npos);
+
+  const auto run = run_rtnq("quantize " + shell_quote(kCappGpt2.string()) + " -o " + shell_quote(output));
+  CAPTURE(run.err);
+  REQUIRE(run.exit_status == 0);
+  CHECK(line_of(run.err, "transformer.h.0.mlp.c_fc ").find("[64, 256]") != std::string::npos);
+  CHECK(line_of(run.err, "transformer.h.0.mlp.c_proj ").find("[256, 64]") != std::string::npos);
+}
