@@ -67,12 +67,6 @@ std::vector<std::string> effective_conv1d_keywords(const Checkpoint& checkpoint,
   return {};
 }
 
-std::string format_shape(const std::vector<int64_t>& shape) {
-  std::string text = "[";
-  for (size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
-  return text + "]";
-}
-
 std::string quantization_config_json(const FormatOptions& options, const std::vector<std::string>& conv1d_layers) {
   nlohmann::ordered_json config;
   config["quant_method"] = "rtn";

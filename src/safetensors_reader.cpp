@@ -114,12 +114,6 @@ uint64_t checked_multiply(uint64_t a, uint64_t b, const std::string& what) {
   return product;
 }
 
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string text = "[";
-  for (size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
-  return text + "]";
-}
-
 // Reads a non-negative integer that fits in int64; what names it for errors.
 uint64_t read_count(const json& value, const std::string& what) {
   if (!value.is_number_integer()) {
@@ -188,7 +182,7 @@ TensorInfo parse_tensor_entry(const std::string& name, const json& entry) {
   }
   if (tensor.byte_size() != bits / 8) {
     throw Error(label + ": data_offsets " + offsets.dump() + " span " + std::to_string(tensor.byte_size()) +
-                " bytes, but shape " + shape_text(tensor.shape) + " of " + std::string(dtype_name(tensor.dtype)) +
+                " bytes, but shape " + format_shape(tensor.shape) + " of " + std::string(dtype_name(tensor.dtype)) +
                 " needs " + std::to_string(bits / 8));
   }
   return tensor;
@@ -248,6 +242,12 @@ uint64_t TensorInfo::element_count() const {
   uint64_t count = 1;
   for (int64_t dimension : shape) count *= static_cast<uint64_t>(dimension);
   return count;
+}
+
+std::string format_shape(const std::vector<int64_t>& shape) {
+  std::string text = "[";
+  for (size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
+  return text + "]";
 }
 
 SafetensorsHeader parse_safetensors_header(std::string_view text, uint64_t data_bytes) {

@@ -73,6 +73,4 @@ std::string quantization_config_json(const FormatOptions& options, const std::ve
 // model_type implies (see default_conv1d_keywords).
 std::vector<std::string> effective_conv1d_keywords(const Checkpoint& checkpoint, const FormatOptions& options);
 
-std::string format_shape(const std::vector<int64_t>& shape);
-
 }  // namespace rtnq

@@ -43,6 +43,9 @@ struct SafetensorsHeader {
 // so callers prefix the path.
 SafetensorsHeader parse_safetensors_header(std::string_view json, uint64_t data_bytes);
 
+// Formats a shape as "[64, 256]", as messages, inspect and the report show it.
+std::string format_shape(const std::vector<int64_t>& shape);
+
 // Validates a whole safetensors file held in file_bytes bytes: the 8-byte
 // header length, the header, and that the tensors cover the data section
 // exactly. Sets data_offset to 8 + header length. Throws Error like

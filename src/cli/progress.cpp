@@ -48,10 +48,7 @@ void ProgressPrinter::operator()(const ProgressEvent& event) {
   char error_text[32] = "n/a";
   if (relative) std::snprintf(error_text, sizeof error_text, "%.3e", *relative);
   // The stored shape, as inspect and the report show it: [in, out] for Conv1D.
-  const LayerPlan& layer = *event.layer;
-  const int64_t first = layer.conv1d ? layer.in_features : layer.out_features;
-  const int64_t second = layer.conv1d ? layer.out_features : layer.in_features;
-  std::string shape = "[" + std::to_string(first) + ", " + std::to_string(second) + "]";
+  const std::string shape = format_shape(event.layer->source->info->shape);
   std::fprintf(stderr, "rtnq: [%zu/%zu] %-48s %-14s %8.3f s  relative error %s\n", event.layers_done,
                event.layers_total, event.layer->layer.c_str(), shape.c_str(), event.result->seconds, error_text);
 }

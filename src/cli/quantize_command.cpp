@@ -21,10 +21,8 @@ DType scale_dtype_from(const std::string& name) {
 void print_dry_run(const QuantizationPlan& plan, const QuantizeArgs& args) {
   for (const LayerPlan& layer : plan.layers) {
     // The stored shape, as inspect and the report show it: [in, out] for Conv1D.
-    const int64_t first = layer.conv1d ? layer.in_features : layer.out_features;
-    const int64_t second = layer.conv1d ? layer.out_features : layer.in_features;
-    std::printf("quantize %-56s [%lld, %lld]%s\n", layer.layer.c_str(), static_cast<long long>(first),
-                static_cast<long long>(second), layer.conv1d ? " Conv1D" : "");
+    std::printf("quantize %-56s %s%s\n", layer.layer.c_str(), format_shape(layer.source->info->shape).c_str(),
+                layer.conv1d ? " Conv1D" : "");
   }
   for (const TensorVerdict& verdict : plan.verdicts) {
     if (!verdict.quantize) std::printf("%-65s %s\n", verdict.reason.substr(0, 4).c_str(), verdict.tensor.c_str());
