@@ -18,6 +18,20 @@ namespace rtnq::cli {
 // leaves room for the largest servers.
 inline constexpr int kMaxThreads = 1024;
 
+// The dtype an option value "f16", "bf16" or "f32" names; CLI::IsMember has
+// already rejected any other value.
+inline DType float_dtype_from(const std::string& name) {
+  if (name == "bf16") return DType::BF16;
+  if (name == "f32") return DType::F32;
+  return DType::F16;
+}
+
+// The usage error of a --threads value outside 0 to kMaxThreads, or "".
+inline std::string threads_problem(int threads) {
+  if (threads >= 0 && threads <= kMaxThreads) return "";
+  return "invalid threads " + std::to_string(threads) + ": must be from 0 to " + std::to_string(kMaxThreads);
+}
+
 // A bad option value found after parsing; main exits with status 2.
 class UsageError : public std::runtime_error {
  public:

@@ -20,19 +20,11 @@ struct DequantizeArgs {
   bool quiet = false;
 };
 
-DType output_dtype_from(const std::string& name) {
-  if (name == "f16") return DType::F16;
-  if (name == "f32") return DType::F32;
-  return DType::BF16;
-}
-
 int run_dequantize(const DequantizeArgs& args) {
-  if (args.threads < 0 || args.threads > kMaxThreads) {
-    throw UsageError("invalid threads " + std::to_string(args.threads) + ": must be from 0 to " +
-                     std::to_string(kMaxThreads));
-  }
+  const std::string threads = threads_problem(args.threads);
+  if (!threads.empty()) throw UsageError(threads);
   const Checkpoint checkpoint(args.input);
-  const DequantizationPlan plan = plan_dequantization(checkpoint, output_dtype_from(args.dtype));
+  const DequantizationPlan plan = plan_dequantization(checkpoint, float_dtype_from(args.dtype));
 
   DequantizeOptions options;
   options.output = without_trailing_separators(args.output);

@@ -12,12 +12,6 @@
 namespace rtnq::cli {
 namespace {
 
-DType scale_dtype_from(const std::string& name) {
-  if (name == "bf16") return DType::BF16;
-  if (name == "f32") return DType::F32;
-  return DType::F16;
-}
-
 void print_dry_run(const QuantizationPlan& plan, const QuantizeArgs& args) {
   for (const LayerPlan& layer : plan.layers) {
     // The stored shape, as inspect and the report show it: [in, out] for Conv1D.
@@ -35,10 +29,8 @@ void print_dry_run(const QuantizationPlan& plan, const QuantizeArgs& args) {
 
 int run_quantize(const QuantizeArgs& args) {
   std::vector<std::string> problems = validate_rtn_params(args.params);
-  if (args.threads < 0 || args.threads > kMaxThreads) {
-    problems.push_back("invalid threads " + std::to_string(args.threads) + ": must be from 0 to " +
-                       std::to_string(kMaxThreads));
-  }
+  const std::string threads = threads_problem(args.threads);
+  if (!threads.empty()) problems.push_back(threads);
   if (!problems.empty()) {
     std::string message;
     for (const std::string& problem : problems) message += (message.empty() ? "" : "; ") + problem;
@@ -52,7 +44,7 @@ int run_quantize(const QuantizeArgs& args) {
   options.format.params = args.params;
   options.format.rules = selection_rules_from(args.selection, options.format.conv1d_keywords_given);
   options.format.skip_indivisible = args.skip_indivisible;
-  options.format.scale_dtype = scale_dtype_from(args.scale_dtype);
+  options.format.scale_dtype = float_dtype_from(args.scale_dtype);
   options.activations_path = args.activations;
   options.threads = args.threads;
   options.overwrite = args.force;
