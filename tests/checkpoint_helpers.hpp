@@ -21,6 +21,18 @@
 
 namespace rtnq::test {
 
+// The sharded fixture made by scripts/make_fixtures.cpp, and its shard files.
+inline const std::filesystem::path kSharded = std::filesystem::path(RTNQ_SOURCE_DIR) / "testdata/sharded";
+inline const std::vector<std::string> kShards = {"model-00001-of-00003.safetensors",
+                                                 "model-00002-of-00003.safetensors",
+                                                 "model-00003-of-00003.safetensors"};
+
+// True for the fixtures' linear layers: 2-D *.weight tensors apart from the
+// embedding and lm_head, which the default rules copy.
+inline bool is_quantized_weight(const TensorInfo& tensor) {
+  return tensor.shape.size() == 2 && tensor.name != "model.embed_tokens.weight" && tensor.name != "lm_head.weight";
+}
+
 // A tensor to write: values in row-major order, stored as dtype (F32, F16 or BF16).
 struct FloatTensor {
   std::string name;

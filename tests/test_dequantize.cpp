@@ -33,14 +33,9 @@ using rtnq::test::TempDir;
 namespace {
 
 const fs::path kSample = fs::path(RTNQ_SOURCE_DIR) / "testdata/sample/model.safetensors";
-const fs::path kSharded = fs::path(RTNQ_SOURCE_DIR) / "testdata/sharded";
-const std::vector<std::string> kShards = {"model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
-                                          "model-00003-of-00003.safetensors"};
-
-// The 2-D *.weight tensors that the default rules quantize in the fixtures.
-bool is_quantized_weight(const TensorInfo& tensor) {
-  return tensor.shape.size() == 2 && tensor.name != "model.embed_tokens.weight" && tensor.name != "lm_head.weight";
-}
+using rtnq::test::is_quantized_weight;
+using rtnq::test::kShards;
+using rtnq::test::kSharded;
 
 // A quantize and dequantize round trip and the dtypes it stores.
 struct RoundTrip {

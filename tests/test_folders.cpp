@@ -31,15 +31,9 @@ using rtnq::test::write_file;
 
 namespace {
 
-const fs::path kSharded = fs::path(RTNQ_SOURCE_DIR) / "testdata/sharded";
-const std::vector<std::string> kShards = {"model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
-                                          "model-00003-of-00003.safetensors"};
-
-// The fixture's linear layers: 2-D *.weight tensors apart from the
-// embedding and lm_head, which the default rules copy.
-bool is_quantized_weight(const TensorInfo& tensor) {
-  return tensor.shape.size() == 2 && tensor.name != "model.embed_tokens.weight" && tensor.name != "lm_head.weight";
-}
+using rtnq::test::is_quantized_weight;
+using rtnq::test::kShards;
+using rtnq::test::kSharded;
 
 std::string layer_of(const std::string& weight_name) { return weight_name.substr(0, weight_name.size() - 7); }
 
