@@ -73,7 +73,7 @@ LayerResult quantize_layer(const LayerPlan& layer, const FormatOptions& options,
   }
   if (kernel.overflowed_scale_count > 0) {
     // Only weights near the float32 limit overflow an F32 scale, and no
-    // stored dtype holds their scale.
+    // stored dtype can represent their scale.
     const std::string advice = options.scale_dtype == DType::F32
                                    ? "; the weights are too close to the float32 limit to be quantized"
                                    : "; pass --scale-dtype f32";
@@ -167,12 +167,10 @@ void check_output_path(const Checkpoint& checkpoint, const std::string& output, 
       throw Error(output + ": output is the input file " + file->path() + " under another name");
     }
   }
-  if (checkpoint.is_directory()) {
-    const std::string folder = input_path.string() + "/";
-    if (output_path.string().compare(0, folder.size(), folder) == 0) {
-      throw Error(output + ": output is inside the input folder " + checkpoint.path());
-    }
+  if (checkpoint.is_directory() && is_same_or_inside(output_path, input_path)) {
+    throw Error(output + ": output is inside the input folder " + checkpoint.path());
   }
+
   // With --force an existing output is removed, so an output folder that
   // contains an input file would delete the input.
   for (const auto& file : checkpoint.files()) {
@@ -180,6 +178,7 @@ void check_output_path(const Checkpoint& checkpoint, const std::string& output, 
       throw Error(output + ": output contains the input " + checkpoint.path() + "; choose another output path");
     }
   }
+
   const fs::file_status status = fs::symlink_status(output, error);
   if (fs::exists(status)) {
     if (checkpoint.is_directory() && !fs::is_directory(status)) {
@@ -191,6 +190,7 @@ void check_output_path(const Checkpoint& checkpoint, const std::string& output, 
     if (!overwrite) throw Error(output + ": output already exists; pass --force to replace it");
     if (checkpoint.is_directory()) check_replaceable_folder(checkpoint, output);
   }
+
   const fs::path parent = output_path.parent_path();
   if (!parent.empty() && !fs::is_directory(parent, error)) {
     if (fs::exists(parent, error)) throw Error(output + ": " + parent.string() + " is not a folder");
