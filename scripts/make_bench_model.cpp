@@ -44,7 +44,7 @@ struct ModelShape {
 constexpr ModelShape kTinyLlama{22, 2048, 5632, 256, 32000};
 constexpr ModelShape kHuge{46, 5120, 13824, 5120, 32000};
 
-// How one tensor's values are drawn.
+// The distribution of one tensor's values.
 enum class ValueKind { weight, norm };
 
 struct TensorSpec {

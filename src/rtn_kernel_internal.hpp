@@ -11,7 +11,7 @@
 
 namespace rtnq::kernel_detail {
 
-// What one output row contributes to the KernelResult.
+// The contribution of one output row to the KernelResult.
 struct RowOutcome {
   ErrorStats error;
   int64_t nonfinite_count = 0;

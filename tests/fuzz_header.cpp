@@ -49,7 +49,7 @@ void check_header_invariants(const rtnq::SafetensorsHeader& header, uint64_t dat
   require(expected_begin == data_bytes, "data section not covered exactly");
 }
 
-// Reads every byte of every tensor, so AddressSanitizer sees any read past
+// Reads every byte of every tensor, so AddressSanitizer detects any read past
 // the input buffer (libFuzzer hands over an exactly sized heap copy).
 uint64_t checksum_tensor_data(const std::byte* data_section, const rtnq::SafetensorsHeader& header) {
   uint64_t sum = 0;

@@ -1,6 +1,6 @@
-// The malformed-file corpus in testdata/malformed/: every file is rejected by
-// the CLI with exit status 1 and one error line that names the file and says
-// what is wrong, nothing is written, and the committed files are exactly what
+// The malformed-file corpus in testdata/malformed/. The CLI rejects every file
+// with exit status 1 and one error line that names the file and states what is
+// wrong, and writes nothing. The committed files are exactly what
 // scripts/make_malformed.cpp generates.
 #include <sys/stat.h>
 

@@ -550,7 +550,7 @@ TEST_CASE("every wbits from 1 to 64") {
 }
 
 TEST_CASE("64-bit codes saturate below 2^64") {
-  // The largest level float64 holds is 2^64 - 2^11. For x = +-2^62, scale =
+  // The largest level float64 represents is 2^64 - 2^11. For x = +-2^62, scale =
   // 2^63 / that rounds to 2^-1 (1 + 2^-52), so 2^62 / scale = 2^63 - 2^11
   // exactly, and with the zero point 2^63 the codes are 2^11, 2^63 and 2^64 - 2^11.
   const float x = std::ldexp(1.0f, 62);
@@ -580,7 +580,7 @@ TEST_CASE("MSE search with other norm and grid") {
 }
 
 TEST_CASE("MSE with grid 1 tries no shrink") {
-  // floor(0.8 * 1) = 0 shrink levels, so the min/max range stands.
+  // floor(0.8 * 1) = 0 shrink levels, so the min/max range is kept.
   const TestMatrix matrix = make_matrix(DType::F32, 3, 32, heavy_tailed_values(96, 41));
   RtnParams searched = make_params(3, 8, false, true);
   searched.grid = 1;

@@ -30,7 +30,7 @@ class Checkpoint {
   const std::vector<std::unique_ptr<SafetensorsFile>>& files() const { return files_; }
   // Every tensor, file by file, each file in data order.
   const std::vector<CheckpointTensor>& tensors() const { return tensors_; }
-  // config.json of the folder, or of the folder that holds the input file.
+  // config.json of the folder, or of the folder that contains the input file.
   const std::optional<nlohmann::json>& config() const { return config_; }
   // The shard index of a folder, if it has one.
   const std::optional<nlohmann::json>& index() const { return index_; }

@@ -28,7 +28,7 @@ bool is_quantizable_float(DType dtype);
 // Unsigned code dtype for wbits: U8 up to 8 bits, U16 up to 16, U32 up to 32, else U64.
 DType code_dtype_for_bits(int wbits);
 
-// Zero-point dtype that holds every level exactly: F16 up to 11 bits, F32 up to 24, else F64.
+// Zero-point dtype that represents every level exactly: F16 up to 11 bits, F32 up to 24, else F64.
 DType zero_dtype_for_bits(int wbits);
 
 }  // namespace rtnq

@@ -16,7 +16,7 @@ inline float bf16_to_float(uint16_t bits) {
 float f16_to_float(uint16_t bits);
 
 // Rounds to the nearest F16 or BF16, ties to even. Values past the largest
-// finite one round to infinity as IEEE 754 says; NaN stays NaN.
+// finite one round to infinity as IEEE 754 specifies; NaN stays NaN.
 // The double overloads round once, so no double rounding happens through float.
 uint16_t double_to_f16(double value);
 uint16_t double_to_bf16(double value);

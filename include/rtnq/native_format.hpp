@@ -32,7 +32,7 @@ struct LayerPlan {
   int64_t n_groups = 0;
 };
 
-// Where one output tensor's bytes come from.
+// The source of one output tensor's bytes.
 enum class TensorSource { copy, codes, scales, zeros };
 
 struct OutputTensorPlan {

@@ -19,7 +19,7 @@ namespace rtnq {
 // Sums, in float64, over the output channels o and the rows r of X:
 // squared_error ((W - W^) X^T)[o, r]^2, squared_reference (W X^T)[o, r]^2,
 // and count = out_features * rows. W^ comes from the stored codes, scale and
-// zero through dequantize_row. x holds rows * in_features values of
+// zero through dequantize_row. x contains rows * in_features values of
 // x_dtype (F16, BF16, F32 or F64), row-major. The result does not depend on
 // the thread count.
 ErrorStats compute_output_error(const WeightMatrix& weight, const QuantizedMatrix& quantized, const std::byte* x,

@@ -17,7 +17,7 @@ constexpr const char* kShardIndexName = "model.safetensors.index.json";
 constexpr const char* kConfigName = "config.json";
 constexpr const char* kFolderReportName = "quantization_report.json";
 
-// Where the output files go while they are written. A folder output is built
+// The destination of the output files while they are written. A folder output is built
 // in a partial folder "DIR/.NAME.rtnq-partial-PID" beside the final one. A
 // file output is written to its final path, which AtomicOutputFile guards.
 class OutputTarget {

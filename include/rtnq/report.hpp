@@ -12,14 +12,14 @@
 
 namespace rtnq {
 
-// What was measured for one quantized layer.
+// Measurements of one quantized layer.
 struct LayerResult {
   double seconds = 0;
   ErrorStats weight_error;
   std::optional<ErrorStats> output_error;  // only with activations
 };
 
-// What the report says about the run beside the plan and the layers.
+// Facts the report records about the run beside the plan and the layers.
 struct RunDescription {
   std::string input_path;
   std::string output_path;

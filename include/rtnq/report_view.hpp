@@ -14,7 +14,7 @@ namespace rtnq {
 enum class ReportSort {
   error,  // largest relative error first: the output error if the report has one, else the weight error
   name,   // natural name order, as in the report
-  time,   // longest quantization_time first
+  time,   // largest quantization_time first
 };
 
 struct ReportViewOptions {

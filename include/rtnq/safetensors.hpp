@@ -39,7 +39,7 @@ struct SafetensorsHeader {
 };
 
 // Parses and validates the JSON header against a data section of data_bytes.
-// Throws Error with a message that says what is wrong but not which file,
+// Throws Error with a message that states what is wrong but not which file,
 // so callers prefix the path.
 SafetensorsHeader parse_safetensors_header(std::string_view json, uint64_t data_bytes);
 
@@ -89,7 +89,7 @@ struct OutputTensor {
   uint64_t byte_size = 0;
 };
 
-// Where everything goes in a file to be written, known before any data.
+// The layout of a file to be written, known before any data.
 struct SafetensorsLayout {
   std::string header;              // the 8-byte length and the JSON, padded with spaces
   std::vector<OutputTensor> tensors;  // in data order

@@ -1,4 +1,4 @@
-// Which tensors are quantized: OneComp's layer selection rules.
+// Layer selection: OneComp's rules for the tensors that are quantized.
 #pragma once
 
 #include <cstdint>
@@ -21,7 +21,7 @@ struct SelectionRules {
   std::vector<std::string> conv1d_keywords;
 };
 
-// Which rule decided a tensor's verdict.
+// The rule that decided a tensor's verdict.
 enum class SelectionRule {
   linear_weight,      // quantized: passed every rule
   not_weight_name,    // name does not end in ".weight"
@@ -46,19 +46,19 @@ struct TensorVerdict {
   std::string reason;    // "quantize" or "copy: <why>"
 };
 
-// What select_tensors needs to know of a tensor.
+// The facts about a tensor that select_tensors uses.
 struct TensorDescription {
   std::string name;
   DType dtype;
   std::vector<int64_t> shape;
 };
 
-// Returns the Conv1D keywords GPT-2 checkpoints need when config.json says
+// Returns the Conv1D keywords GPT-2 checkpoints need when config.json sets
 // model_type "gpt2": c_attn, c_proj, c_fc and q_attn; else an empty list.
 std::vector<std::string> default_conv1d_keywords(const std::string& model_type);
 
 // Decides every tensor; verdicts are in the order of the input.
-// Throws Error if num_layers asks for more layers than survive the other rules.
+// Throws Error if num_layers requests more layers than survive the other rules.
 std::vector<TensorVerdict> select_tensors(const std::vector<TensorDescription>& tensors,
                                           const SelectionRules& rules);
 

@@ -27,7 +27,7 @@ void install_interrupt_handlers();
 void throw_if_interrupted();
 
 // Restores the default action of the signal and raises it again, so that the
-// parent process sees rtnq end by that signal. Does not return.
+// wait status the parent process gets shows that signal. Does not return.
 [[noreturn]] void die_by_signal(int signal_number);
 
 }  // namespace rtnq::cli
